@@ -1,0 +1,167 @@
+"""The ``sstkit`` command: LightningCLI's ``fit / validate / test / predict`` plus sstkit's own subcommands.
+
+Example::
+
+    sstkit fit --config configs/bert/sst2/finetune.yaml --trainer.max_steps 30
+    sstkit test --config configs/bert/sst2/finetune.yaml --ckpt_path last
+    sstkit table benchmarks/sst2_finetune/spec.yaml
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import DDPStrategy
+
+from sstkit.errors import SstkitError
+from sstkit.models.base import SstkitModule
+from sstkit.progress import progress_callback
+from sstkit.records import RunRecord
+from sstkit.resume import RngState
+from sstkit.runs import RunFolder, make_loggers, name_from_config_paths
+
+SPECIAL_CKPT = {"last", "best", "hpc", "registry"}
+
+
+class SstkitSaveConfig(SaveConfigCallback):
+    """Writes ``config.yaml`` into the run folder, sends the *full* config to W&B and into ``summary.json``."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        config = self.parser.dump(self.config, skip_none=False, format="json")
+        import json
+
+        as_dict = json.loads(config)
+        as_dict.pop("config", None)
+        for callback in trainer.callbacks:
+            if isinstance(callback, RunRecord):
+                callback.set_config(as_dict)
+                (callback.run.path / "config.yaml").write_text(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.config.update(as_dict, allow_val_change=True)
+
+
+def uses_unused_parameters(callbacks: list[Any]) -> bool:
+    """Whether any method callback declares that DDP must look for parameters without gradients."""
+    return any(getattr(cb, "ddp_find_unused_parameters", False) for cb in callbacks)
+
+
+class SstkitCLI(LightningCLI):
+    """LightningCLI with run folders, W&B/CSV logging, run records and cluster-friendly defaults."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            model_class=SstkitModule,
+            subclass_mode_model=True,
+            datamodule_class=L.LightningDataModule,
+            subclass_mode_data=True,
+            save_config_callback=SstkitSaveConfig,
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+            parser_kwargs={"description": DESCRIPTION},
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--name", type=str | None, default=None,
+                            help="Experiment name; with the seed it pins the run folder (default: from the config path).")
+        parser.add_argument("--run_root", type=str, default=os.environ.get("SSTKIT_RUNS", "runs"),
+                            help="Folder that holds run folders <run_root>/<name>/seed<seed>/ (env SSTKIT_RUNS).")
+        parser.add_argument("--wandb.project", type=str, default="sstkit", help="W&B project.")
+        parser.add_argument("--wandb.entity", type=str | None, default=None, help="W&B entity (team or user).")
+        parser.add_argument("--wandb.tags", type=list[str] | None, default=None, help="W&B tags.")
+        # Models size themselves from the data; links whose source or target a class lacks are skipped.
+        parser.link_arguments("data.num_labels", "model.init_args.num_labels", apply_on="instantiate")
+        parser.link_arguments("model.init_args.backbone", "data.init_args.tokenizer")
+
+    # --- run folder, loggers, callbacks ------------------------------------------------------------------
+    def _run_folder(self) -> RunFolder:
+        config = self.config.get(str(self.subcommand), self.config)
+        name = config.get("name") or name_from_config_paths(config.get("config") or []) or "default"
+        return RunFolder(Path(config.get("run_root") or "runs"), name, int(config.get("seed_everything") or 0))
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> L.Trainer:
+        cli_config = self.config.get(str(self.subcommand), self.config)
+        run = self._run_folder()
+        self._check_ckpt_path(cli_config.get("ckpt_path"))
+        config.setdefault("default_root_dir", str(run.path))
+        if config.get("default_root_dir") in (None, os.getcwd()):
+            config["default_root_dir"] = str(run.path)
+        if config.get("logger") in (None, True):
+            wandb = cli_config.get("wandb") or {}
+            config["logger"] = make_loggers(run, wandb.get("project") or "sstkit", wandb.get("entity"), wandb.get("tags"))
+        user_callbacks = list(config.get("callbacks") or []) + list(callbacks)
+        extra: list[Any] = [RunRecord(run), RngState()]
+        if config.get("enable_checkpointing") is not False and not any(
+            isinstance(cb, ModelCheckpoint) for cb in user_callbacks
+        ):
+            extra.append(ModelCheckpoint(dirpath=str(run.checkpoint_dir), save_last=True))
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in user_callbacks):
+            extra.append(progress_callback())
+        callbacks = list(callbacks) + extra
+        if config.get("strategy") == "ddp":
+            # No buffer broadcast: evaluation shards may differ in batch count by one, and a per-step collective
+            # would then hang; the models here keep no buffers that need syncing.
+            config["strategy"] = DDPStrategy(
+                find_unused_parameters=uses_unused_parameters(user_callbacks), broadcast_buffers=False
+            )
+        return super()._instantiate_trainer(config, callbacks)
+
+    @staticmethod
+    def _check_ckpt_path(ckpt_path: str | None) -> None:
+        if ckpt_path and ckpt_path not in SPECIAL_CKPT and not Path(ckpt_path).is_file():
+            raise SstkitError(f"--ckpt_path {ckpt_path}: no such checkpoint file (or use last / best / hpc)")
+
+
+DESCRIPTION = (
+    "sstkit: train, combine and compare SST-family methods.\n"
+    "Subcommands: fit, validate, test, predict (LightningCLI), table (build benchmark tables: `sstkit table -h`)."
+)
+
+
+def _table(argv: list[str]) -> int:
+    from sstkit.bench.command import table_main
+
+    return table_main(argv)
+
+
+EXTRA_COMMANDS: dict[str, Callable[[list[str]], int]] = {"table": _table}
+
+
+def user_error(exc: BaseException) -> SstkitError | None:
+    """The :class:`SstkitError` behind ``exc``, if any: jsonargparse wraps errors raised while building classes."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, SstkitError):
+            return current
+        stack += [current.__cause__, current.__context__]
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: sstkit-only subcommands first, LightningCLI for the rest."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if args and args[0] in EXTRA_COMMANDS:
+            sys.exit(EXTRA_COMMANDS[args[0]](args[1:]))
+        SstkitCLI(args=argv)
+    except Exception as exc:  # only user errors are shortened; bugs keep their traceback
+        err = user_error(exc)
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,6 @@
+"""Model families: one LightningModule each, on the shared :class:`SstkitModule` base."""
+
+from sstkit.models.base import SstkitModule, StepOutput
+from sstkit.models.text_classifier import TextClassifier
+
+__all__ = ["SstkitModule", "StepOutput", "TextClassifier"]

@@ -1,0 +1,170 @@
+"""``summary.json``: one record per run (name + seed), continued across resumes, requeues and test runs.
+
+Written on rank 0 only (plain file I/O, no collectives), atomically, after every evaluation and at the end of
+every segment, so a killed job still leaves its last metrics. ``sstkit table`` reads these files.
+
+Example:
+    >>> trainer = Trainer(callbacks=[RunRecord(RunFolder(Path("runs"), "demo", 0))])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.data import extract_batch_size
+
+from sstkit.runs import RunFolder
+
+PACKAGES = ("sstkit", "torch", "lightning", "transformers", "torchmetrics", "jsonargparse", "wandb")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages a result depends on."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+class RunRecord(L.Callback):
+    """Keeps ``<run folder>/summary.json`` up to date.
+
+    Args:
+        run: the run folder.
+        config: the full CLI config as a plain dict (also settable later with :meth:`set_config`).
+    """
+
+    def __init__(self, run: RunFolder, config: dict[str, Any] | None = None) -> None:
+        self.run = run
+        self.config = config or {}
+        self.record: dict[str, Any] = {}
+        self._segment: dict[str, Any] = {}
+        self._train_t0 = self._eval_time = self._eval_t0 = 0.0
+        self._start_step = 0
+        self._samples = 0
+
+    def set_config(self, config: dict[str, Any]) -> None:
+        """Stores the resolved config (the CLI calls this when it saves the config)."""
+        self.config = config
+        self.record["config"] = config
+
+    def _load(self) -> dict[str, Any]:
+        if self.run.summary_path.is_file():
+            try:
+                return json.loads(self.run.summary_path.read_text())
+            except json.JSONDecodeError:
+                # Keep the unreadable file for inspection instead of overwriting it.
+                os.replace(self.run.summary_path, self.run.summary_path.with_suffix(f".corrupt{int(time.time())}"))
+        return {"name": self.run.name, "seed": self.run.seed, "created": _now(), "metrics": {}, "segments": []}
+
+    def write(self) -> None:
+        """Writes the record atomically."""
+        self.record["updated"] = _now()
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.run.summary_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.record, indent=2, sort_keys=False, default=str))
+        os.replace(tmp, self.run.summary_path)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.record = self._load()
+        self.record.update(name=self.run.name, seed=self.run.seed, run_dir=str(self.run.path.resolve()))
+        self.record.update(status="running", versions=package_versions(), world_size=trainer.world_size)
+        self.record["config"] = self.config or self.record.get("config", {})
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                self.record["wandb"] = {"id": logger.version, "project": logger.name, "dir": logger.save_dir,
+                                        "mode": getattr(logger, "_wandb_init", {}).get("mode")}
+        self._segment = {"command": stage, "started": _now(), "start_step": trainer.global_step}
+        self.record["segments"].append(self._segment)
+        self._wall_t0 = time.monotonic()
+        self.write()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train_t0, self._eval_time, self._samples = time.monotonic(), 0.0, 0
+        self._start_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        try:
+            self._samples += extract_batch_size(batch)
+        except Exception:  # batches without a recognisable size: throughput in samples stays unknown
+            self._samples = -(10**18)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._eval_t0 = time.monotonic()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._eval_time += time.monotonic() - self._eval_t0
+        if not trainer.sanity_checking:
+            self._collect(trainer, "val/")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        seconds = max(1e-9, time.monotonic() - self._train_t0 - self._eval_time)
+        steps = trainer.global_step - self._start_step
+        self.record.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
+                           train_time_s=round(seconds, 3), train_steps_per_s=round(steps / seconds, 4))
+        if self._samples > 0:
+            self.record["train_samples_per_s"] = round(self._samples * trainer.world_size / seconds, 3)
+        self._collect(trainer, "train/")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._collect(trainer, "test/")
+
+    def _collect(self, trainer: L.Trainer, prefix: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        for key, value in trainer.callback_metrics.items():
+            number = _number(value)
+            if number is not None and (key.startswith(prefix) or not key.startswith(("train/", "val/", "test/"))):
+                self.record["metrics"][key] = number
+        self.record["global_step"] = max(self.record.get("global_step", 0), trainer.global_step)
+        self.write()
+
+    def _finish(self, trainer: L.Trainer, status: str, error: str | None = None) -> None:
+        if not trainer.is_global_zero or not self._segment:
+            return
+        self._segment.update(ended=_now(), status=status, end_step=trainer.global_step)
+        if error:
+            self._segment["error"] = error
+        self.record["status"] = status
+        self.record["wall_time_s"] = round(
+            sum(s.get("wall_s", 0) for s in self.record["segments"][:-1]) + time.monotonic() - self._wall_t0, 3
+        )
+        self._segment["wall_s"] = round(time.monotonic() - self._wall_t0, 3)
+        self.write()
+        self._segment = {}
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._finish(trainer, "finished" if not trainer.interrupted else "interrupted")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._finish(trainer, "failed", f"{type(exception).__name__}: {exception}")

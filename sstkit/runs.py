@@ -1,0 +1,106 @@
+"""Run folders pinned by experiment name and seed, and the loggers that write into them.
+
+A run's folder is ``<run_root>/<name>/seed<seed>/``. Starting, resuming or requeueing the same name and seed uses
+the same folder, the same ``summary.json`` and the same W&B run id, so one experiment stays one record.
+
+Example:
+    >>> run = RunFolder(Path("runs"), "sst2_finetune", seed=0)
+    >>> loggers = make_loggers(run, project="sstkit")
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Where one experiment (name + seed) keeps its checkpoints, logs and summary."""
+
+    root: Path
+    name: str
+    seed: int
+
+    @property
+    def path(self) -> Path:
+        return self.root / _SAFE.sub("-", self.name) / f"seed{self.seed}"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def wandb_id(self) -> str:
+        """The run's W&B id, created once and reused by every later segment (resume, requeue, test)."""
+        id_file = self.path / "wandb_id"
+        if id_file.is_file():
+            return id_file.read_text().strip()
+        self.path.mkdir(parents=True, exist_ok=True)
+        run_id = f"{_SAFE.sub('-', self.name)[:40]}-s{self.seed}-{secrets.token_hex(3)}"
+        # Several DDP ranks may get here at once: the first writer wins, the others read its id.
+        try:
+            with open(id_file, "x") as handle:
+                handle.write(run_id)
+        except FileExistsError:
+            return id_file.read_text().strip()
+        return run_id
+
+
+def name_from_config_paths(paths: list[Any]) -> str | None:
+    """``configs/bert/sst2/finetune.yaml`` → ``bert-sst2-finetune`` (the last config file names the run)."""
+    if not paths:
+        return None
+    path = Path(str(paths[-1]))
+    parts = list(path.with_suffix("").parts)
+    if "configs" in parts:
+        parts = parts[parts.index("configs") + 1 :]
+    return "-".join(parts[-3:])
+
+
+def wandb_mode() -> str:
+    """``$WANDB_MODE`` if set, else online when credentials exist, else offline: never blocks on a login."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
+        return "online"
+    return "offline"
+
+
+def make_loggers(run: RunFolder, project: str, entity: str | None = None, tags: list[str] | None = None) -> list[Logger]:
+    """A CSV logger (one version folder per segment, nothing overwritten) and, unless disabled, a W&B logger."""
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run.path), name="csv")]
+    mode = wandb_mode()
+    if mode != "disabled":
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        loggers.append(
+            WandbLogger(
+                name=run.name,
+                project=project,
+                entity=entity,
+                id=run.wandb_id(),
+                save_dir=str(run.path),
+                tags=tags,
+                resume="allow",
+                mode=mode,
+                # An unreachable server must not hang a cluster job: give up quickly.
+                settings=wandb.Settings(init_timeout=60, silent=True),
+            )
+        )
+    return loggers
