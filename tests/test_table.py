@@ -1,0 +1,433 @@
+"""Tests of ``sstkit table``: the three run readers, config paths, aggregation, spec errors and the command."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from sstkit.bench.command import table_main
+from sstkit.bench.records import MISSING, RunData, get_path, parse_path
+from sstkit.bench.spec import load_spec, parse_spec
+from sstkit.bench.summary_reader import read_summaries
+from sstkit.bench.table import build_table, render_csv, render_markdown
+from sstkit.bench.wandb_api import read_wandb_api
+from sstkit.bench.wandb_offline import parse_run_file, read_wandb_offline
+from sstkit.errors import SstkitError
+
+SST = "sstkit.callbacks.SparseSpectralTraining"
+
+
+def _config(seed: int, backbone: str = "minilm", rank: int | None = None) -> dict:
+    callbacks = [{"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {}}]
+    if rank is not None:
+        callbacks.append({"class_path": SST, "init_args": {"rank": rank}})
+    return {
+        "seed_everything": seed,
+        "model": {"class_path": "sstkit.models.TextClassifier", "init_args": {"backbone": backbone, "lr": 1e-3}},
+        "trainer": {"max_steps": 30, "callbacks": callbacks},
+    }
+
+
+def _write_summary(root: Path, name: str, seed: int, status: str = "finished", **fields) -> Path:
+    run_dir = root / name / f"seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "name": name,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "status": status,
+        "config": fields.pop("config", _config(seed)),
+        "metrics": fields.pop("metrics", {}),
+        "global_step": 30,
+        "wall_time_s": 12.0 + seed,
+        "train_steps_per_s": 2.5,
+        "versions": {"python": "3.11.7"},
+        "wandb": {"id": f"{name}-s{seed}", "project": "sstkit", "mode": "offline"},
+        "segments": [{"command": "fit", "started": f"2026-01-01T00:00:0{seed}+00:00", "status": status}],
+    }
+    record.update(fields)
+    (run_dir / "summary.json").write_text(json.dumps(record))
+    return run_dir
+
+
+def _run(seed: int, acc: float | None, status: str = "finished", backbone: str = "minilm", **kw) -> RunData:
+    metrics = {} if acc is None else {"test/acc": acc}
+    return RunData(
+        id=f"{backbone}-{seed}-{status}",
+        name="sst2",
+        seed=seed,
+        status=status,
+        config=_config(seed, backbone, kw.pop("rank", None)),
+        metrics=metrics,
+        **kw,
+    )
+
+
+# --- config paths ---------------------------------------------------------------------------------------------
+
+
+def test_get_path_resolves_nested_keys_callbacks_and_missing_paths():
+    cfg = _config(0, rank=8)
+    assert get_path(cfg, "model.init_args.backbone") == "minilm"
+    assert get_path(cfg, "trainer.callbacks[SparseSpectralTraining].init_args.rank") == 8
+    assert get_path(cfg, f"trainer.callbacks[{SST}].init_args.rank") == 8
+    assert get_path(cfg, "trainer.callbacks[1].class_path") == SST
+    assert get_path(cfg, "trainer.callbacks[-1].init_args.rank") == 8
+    # Missing things are None (or the given default), never an exception.
+    assert get_path(cfg, "trainer.callbacks[5]") is None
+    assert get_path(cfg, "trainer.callbacks[Spectral]") is None  # a suffix of the class name is not a match
+    assert get_path(_config(0), "trainer.callbacks[SparseSpectralTraining].init_args.rank") is None
+    assert get_path(cfg, "model.init_args.backbone.x", default=MISSING) is MISSING
+    assert get_path({"a": None}, "a", default=MISSING) is None
+    # A single callback given as a mapping, and configs flattened by a logger, resolve the same way.
+    assert (
+        get_path(
+            {"trainer": {"callbacks": {"class_path": SST, "init_args": {"rank": 4}}}},
+            "trainer.callbacks[SparseSpectralTraining].init_args.rank",
+        )
+        == 4
+    )
+    assert get_path({"model.init_args.lr": 0.1}, "model.init_args.lr") == 0.1
+    for bad in ("", "a..b", "a[", "a[]"):
+        with pytest.raises(ValueError):
+            parse_path(bad)
+
+
+# --- readers -------------------------------------------------------------------------------------------------
+
+
+def test_summary_reader_reads_fields_and_top_level_timings(tmp_path):
+    _write_summary(tmp_path, "sst2", 0, metrics={"test/acc": 0.84, "val/acc": 0.85})
+    _write_summary(tmp_path, "sst2", 1, status="interrupted", metrics={"val/acc": 0.5})
+    _write_summary(tmp_path / "nested" / "deeper", "sst2", 2, status="failed")
+    runs = read_summaries(tmp_path)
+    assert [(r.seed, r.status) for r in runs] == [(2, "failed"), (0, "finished"), (1, "crashed")]
+    run = runs[1]
+    assert run.id == "sst2-s0" and run.name == "sst2"
+    assert run.metrics == {
+        "test/acc": 0.84,
+        "val/acc": 0.85,
+        "global_step": 30.0,
+        "wall_time_s": 12.0,
+        "train_steps_per_s": 2.5,
+    }
+    assert get_path(run.config, "model.init_args.backbone") == "minilm"
+    assert run.extra["versions"]["python"] == "3.11.7"
+    (tmp_path / "sst2" / "seed0" / "summary.json").write_text("{not json")
+    with pytest.raises(SstkitError, match=r"seed0/summary.json"):
+        read_summaries(tmp_path)
+    with pytest.raises(SstkitError, match="not found"):
+        read_summaries(tmp_path / "nope")
+
+
+@pytest.fixture(scope="module")
+def offline_runs(tmp_path_factory):
+    """Real offline W&B runs: two finished seeds, one failed, and one resumed over two segments."""
+    root = tmp_path_factory.mktemp("wandb_runs")
+    with pytest.MonkeyPatch.context() as mp:
+        for var, value in {
+            "WANDB_SILENT": "true",
+            "WANDB_MODE": "offline",
+            "WANDB_CONFIG_DIR": str(root / "cfg"),
+            "WANDB_CACHE_DIR": str(root / "cache"),
+            "WANDB_DATA_DIR": str(root / "data"),
+        }.items():
+            mp.setenv(var, value)
+        wandb = pytest.importorskip("wandb")
+        settings = wandb.Settings(
+            x_disable_stats=True, x_disable_meta=True, disable_git=True, save_code=False, console="off"
+        )
+        ids = {}
+
+        def make(seed, acc, exit_code=0, run_id=None, summary_acc=True):
+            run = wandb.init(
+                mode="offline",
+                dir=str(root),
+                project="p",
+                name="sst2",
+                id=run_id,
+                resume="allow",
+                config=_config(seed, rank=8),
+                settings=settings,
+                reinit="finish_previous",
+            )
+            for step in range(3):
+                run.log({"train/loss": 1.0 / (step + 1), "val": {"acc": 0.5 + step / 10}})
+            if acc is not None:
+                if summary_acc:
+                    run.summary["test/acc"] = acc
+                else:
+                    run.log({"test/acc": acc})
+            ids[seed] = run.id
+            run.finish(exit_code=exit_code)
+
+        make(0, 0.80)
+        make(1, 0.82, summary_acc=False)
+        make(2, None, exit_code=1)
+        make(3, None, run_id="resumed3")  # fit segment ...
+        make(3, 0.90, run_id="resumed3")  # ... then a test segment of the same run
+        wandb.teardown()
+    return root, ids
+
+
+def test_wandb_offline_reads_real_runs(offline_runs):
+    root, ids = offline_runs
+    runs = {r.seed: r for r in read_wandb_offline(root / "wandb")}
+    assert sorted(runs) == [0, 1, 2, 3]
+    assert runs[0].id == ids[0] and runs[0].name == "sst2" and runs[0].extra["project"] == "p"
+    assert runs[0].config == _config(0, rank=8)  # nested dicts and lists come back nested
+    assert get_path(runs[0].config, "trainer.callbacks[SparseSpectralTraining].init_args.rank") == 8
+    assert runs[0].metrics["test/acc"] == pytest.approx(0.80)
+    assert runs[0].metrics["train/loss"] == pytest.approx(1 / 3)
+    assert runs[0].metrics["val.acc"] == pytest.approx(0.7)  # nested logged dicts flatten with "."
+    assert runs[1].metrics["test/acc"] == pytest.approx(0.82)
+    assert [runs[s].status for s in range(4)] == ["finished", "finished", "failed", "finished"]
+    assert runs[2].extra["exit_code"] == 1
+    # Two segments of one run id merge into one run with the metrics of both.
+    assert runs[3].id == "resumed3" and len(runs[3].extra["files"]) == 2
+    assert runs[3].metrics["test/acc"] == pytest.approx(0.90) and "train/loss" in runs[3].metrics
+
+
+def test_wandb_offline_survives_a_truncated_file(offline_runs, tmp_path):
+    root, ids = offline_runs
+    source = next((root / "wandb").glob(f"offline-run-*-{ids[0]}/run-{ids[0]}.wandb"))
+    data = source.read_bytes()
+    target = tmp_path / "offline-run-x" / source.name
+    target.parent.mkdir()
+    for cut in (len(data) - 3, len(data) // 2, 10, 3):
+        target.write_bytes(data[:cut])
+        run = parse_run_file(target)
+        assert run.status == "crashed" and run.extra["complete"] is False
+        if cut > 1000:
+            assert run.id == ids[0] and run.config["model"]["init_args"]["backbone"] == "minilm"
+    target.write_bytes(b"garbage" * 3)
+    with pytest.raises(SstkitError, match="not a W&B run file"):
+        parse_run_file(target)
+    shutil.rmtree(target.parent)
+
+
+class _FakeApi:
+    def __init__(self, runs, fail=False):
+        self._runs, self.fail, self.calls = runs, fail, []
+
+    def runs(self, path, filters=None):
+        self.calls.append((path, filters))
+        if self.fail:
+            raise ConnectionError("no network")
+        return iter(self._runs)
+
+
+def test_wandb_api_reader_with_a_fake_api():
+    summary = SimpleNamespace(_json_dict={"test/acc": 0.8, "_wandb": {"runtime": 3}, "_runtime": 3, "tag": "x"})
+    runs = [
+        SimpleNamespace(
+            id="a1",
+            name="sst2",
+            state="finished",
+            summary=summary,
+            config={"seed_everything": 1, "model": {"init_args": {"backbone": "minilm"}}},
+        ),
+        SimpleNamespace(
+            id="a2",
+            name="sst2",
+            state="killed",
+            summary={"test/acc": 0.1},
+            config={"seed_everything": {"value": 2, "desc": None}},
+        ),
+    ]
+    api = _FakeApi(runs)
+    got = read_wandb_api("team/proj", filters={"config.seed_everything": 1}, api=api)
+    assert api.calls == [("team/proj", {"config.seed_everything": 1})]
+    assert [(r.id, r.seed, r.status) for r in got] == [("a1", 1, "finished"), ("a2", 2, "failed")]
+    assert got[0].metrics == {"test/acc": 0.8, "_runtime": 3.0, "wall_time_s": 3.0}
+    assert got[0].config["model"]["init_args"]["backbone"] == "minilm"
+    with pytest.raises(SstkitError, match="team/proj.*no network"):
+        read_wandb_api("team/proj", api=_FakeApi([], fail=True))
+
+
+# --- aggregation ---------------------------------------------------------------------------------------------
+
+
+def _spec(tmp_path, **overrides):
+    data = {
+        "title": "SST-2",
+        "runs": [{"summary": "runs"}],
+        "rows": [{"key": "model.init_args.backbone", "label": "Backbone", "values": {"bert": "BERT"}}],
+        "metrics": [{"key": "test/acc", "label": "Test acc (%)", "scale": 100, "digits": 2}],
+        "expect_runs": 3,
+    }
+    data.update(overrides)
+    return parse_spec(data, tmp_path / "spec.yaml")
+
+
+def test_mean_std_over_three_seeds_and_notes(tmp_path):
+    runs = [
+        _run(0, 0.80),
+        _run(1, 0.82),
+        _run(2, 0.84),
+        _run(0, 0.70, backbone="bert"),
+        _run(1, None, backbone="bert"),  # finished but never tested
+        _run(2, None, status="failed", backbone="bert"),
+        _run(3, 0.99, status="crashed"),
+        _run(0, 0.10, status="failed", extra={"started": "2020"}),  # an old failed try of seed 0
+    ]
+    table = build_table(_spec(tmp_path), runs)
+    assert [row.values for row in table.rows] == [["bert"], ["minilm"]]  # listed values first
+    bert, minilm = table.rows
+    assert minilm.n == 3 and not minilm.flagged
+    assert minilm.cells[0].mean == pytest.approx(0.82)
+    assert minilm.cells[0].std == pytest.approx(0.02)  # sample std, ddof=1
+    assert bert.n == 2 and bert.flagged and bert.cells[0].n == 1 and bert.cells[0].std is None
+    md = render_markdown(table, command="sstkit table spec.yaml")
+    assert "| minilm | 3 | 82.00 ± 2.00 |" in md
+    assert "| BERT | 2* | 70.00 (n=1) |" in md
+    assert "1 run failed: sst2 seed 2 (bert-2-failed)" in md
+    assert "1 run crashed or ended without an exit record: sst2 seed 3" in md
+    assert "1 run was superseded by another run of the same row and seed: sst2 seed 0 (minilm-0-failed)" in md
+    assert "1 run lacks test/acc: sst2 seed 1 (bert-1-finished)" in md
+    assert "Generated by `sstkit table spec.yaml` from 8 runs" in md
+    rows = list(csv.DictReader(io.StringIO(render_csv(table))))
+    assert list(rows[0]) == ["model.init_args.backbone", "n", "test/acc_mean", "test/acc_std"]
+    assert rows[1]["model.init_args.backbone"] == "minilm" and rows[1]["n"] == "3"
+    assert float(rows[1]["test/acc_mean"]) == pytest.approx(0.82) and float(rows[1]["test/acc_std"]) == pytest.approx(
+        0.02
+    )
+    assert rows[0]["test/acc_std"] == ""
+
+
+def test_filters_callback_rows_and_missing_values(tmp_path):
+    runs = [_run(0, 0.8, rank=4), _run(1, 0.9, rank=4), _run(0, 0.7), _run(0, 0.5, backbone="bert")]
+    spec = _spec(
+        tmp_path,
+        filters={"model.init_args.backbone": "minilm", "model.init_args.lr": "1e-3"},
+        rows=["trainer.callbacks[SparseSpectralTraining].init_args.rank"],
+        expect_runs=None,
+    )
+    table = build_table(spec, runs)
+    assert table.runs_matched == 3
+    assert [(row.values, row.n) for row in table.rows] == [([4], 2), ([MISSING], 1)]
+    md = render_markdown(table)
+    assert "| 4 | 2 | 85.00 ± 7.07 |" in md and "| – | 1 | 70.00 |" in md
+    assert "from 3 of 4 runs" in md
+
+
+# --- spec validation -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("runs: [{summary: r}]\nmetrics: [test/acc]\ncolumns: []\n", r"spec.yaml: columns: .*unknown key"),
+        (
+            "runs: [{summary: r}]\nmetrics: [{key: a, scale: big}]\n",
+            r"spec.yaml: metrics\[0\].scale: expected a number, got 'big'",
+        ),
+        ("runs: [{summary: r}]\nmetrics: [{key: a, digits: -1}]\n", r"metrics\[0\].digits: expected an integer from 0"),
+        ("metrics: [a]\n", r"spec.yaml: runs: expected this key"),
+        ("runs: [{summary: r, wandb: e/p}]\nmetrics: [a]\n", r"runs\[0\]: expected exactly one of"),
+        ("runs: [{summary: r}]\nmetrics: [a]\nrows: [{key: 'a..b'}]\n", r"rows\[0\].key: expected a config path"),
+        ("runs: [{summary: r}]\nmetrics: [a]\nrows: [{label: x}]\n", r"rows\[0\].key: .*missing"),
+        ("runs: [{summary: r}]\nmetrics: [a]\nexpect_runs: 0\n", r"expect_runs: expected an integer of at least 1"),
+        ("runs: [{summary: r}]\nmetrics: []\n", r"metrics: expected a non-empty list"),
+        ("runs: [{summary: r}\nmetrics: [a]\n", r"spec.yaml:\d+: not valid YAML"),
+    ],
+)
+def test_spec_errors_name_file_and_key(tmp_path, text, match):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(SstkitError, match=match):
+        load_spec(path)
+
+
+def test_spec_defaults_and_relative_paths(tmp_path):
+    (tmp_path / "bench").mkdir()
+    path = tmp_path / "bench" / "spec.yaml"
+    path.write_text("runs: [{summary: ../runs}, {wandb: team/proj, filters: {state: finished}}]\nmetrics: [test/acc]\n")
+    spec = load_spec(path)
+    assert spec.sources[0].location == str((tmp_path / "runs").resolve())
+    assert spec.sources[1].filters == {"state": "finished"}
+    assert spec.title == "bench" and spec.seed_key == "seed_everything"
+    assert spec.output == tmp_path.resolve() / "bench" / "results"
+    assert spec.metrics[0].scale == 1.0 and spec.metrics[0].digits == 2
+    with pytest.raises(SstkitError, match="table spec not found"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+# --- the command ---------------------------------------------------------------------------------------------
+
+
+SPEC = """\
+title: SST-2 fine-tuning (MiniLM)
+runs:
+  - summary: runs
+filters: {name: sst2_finetune}
+rows:
+  - {key: model.init_args.backbone, label: Backbone}
+metrics:
+  - {key: test/acc, label: "Test acc (%)", scale: 100, digits: 1}
+  - {key: train_steps_per_s, label: steps/s}
+expect_runs: 3
+output: out/results
+"""
+
+
+def test_table_main_end_to_end(tmp_path, capsys, monkeypatch):
+    for seed, acc in enumerate([0.84, 0.85, 0.86]):
+        _write_summary(tmp_path / "runs", "sst2_finetune", seed, metrics={"test/acc": acc})
+    _write_summary(tmp_path / "runs", "other", 0, metrics={"test/acc": 0.1})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    monkeypatch.chdir(tmp_path)
+
+    assert table_main([str(spec)]) == 0
+    out = capsys.readouterr()
+    assert "| minilm | 3 | 85.0 ± 1.0 | 2.50 ± 0.00 |" in out.out
+    assert "wrote" in out.err
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert md == out.out and md.startswith("## SST-2 fine-tuning (MiniLM)")
+    assert "`sstkit table spec.yaml` from 3 of 4 runs" in md
+    assert (tmp_path / "out" / "results.csv").read_text().splitlines()[0] == (
+        "model.init_args.backbone,n,test/acc_mean,test/acc_std,train_steps_per_s_mean,train_steps_per_s_std"
+    )
+
+    assert table_main([str(spec), "--out", str(tmp_path / "elsewhere"), "--format", "csv"]) == 0
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["results.csv"]
+    assert (tmp_path / "elsewhere" / "results.csv").read_text().splitlines()[1] == "minilm,3,0.85,0.01,2.5,0"
+    capsys.readouterr()
+
+    shutil.rmtree(tmp_path / "out")
+    assert table_main([str(spec), "--print", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("model.init_args.backbone,n,")
+    assert not (tmp_path / "out").exists()
+
+    spec.write_text(SPEC.replace("name: sst2_finetune", "name: sst2_typo"))
+    assert table_main([str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "filters" in err and "sst2_finetune" in err and "Traceback" not in err
+
+    spec.write_text(SPEC.replace("digits: 1", "digits: one"))
+    assert table_main([str(spec)]) == 2
+    assert "metrics[0].digits: expected an integer" in capsys.readouterr().err
+
+
+def test_table_main_reads_offline_wandb_runs(offline_runs, tmp_path, capsys):
+    root, _ = offline_runs
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"runs: [{{wandb_offline: {root / 'wandb'}}}]\n"
+        "rows: ['trainer.callbacks[SparseSpectralTraining].init_args.rank']\n"
+        "metrics: [{key: test/acc, scale: 100}]\n"
+    )
+    assert table_main([str(spec), "--print"]) == 0
+    md = capsys.readouterr().out
+    mean = (0.80 + 0.82 + 0.90) / 3 * 100
+    std = math.sqrt(sum((x * 100 - mean) ** 2 for x in (0.80, 0.82, 0.90)) / 2)
+    assert f"| 8 | 3 | {mean:.2f} ± {std:.2f} |" in md
+    assert "1 run failed: sst2 seed 2" in md
