@@ -49,6 +49,7 @@ class ResumableDataLoader(DataLoader):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("generator", private_generator())
         super().__init__(*args, **kwargs)
         self._served = 0
         self._skip = 0
@@ -72,6 +73,15 @@ class ResumableDataLoader(DataLoader):
         """Arranges for the next epoch iterator to skip the batches an interrupted run had already trained on."""
         served = int(state.get("served", 0))
         self._skip = served if served < len(self) else 0
+
+
+def private_generator() -> torch.Generator:
+    """A generator for a DataLoader's worker seeds.
+
+    Without one, every new epoch iterator draws from the global RNG, so where a resumed run creates its
+    iterator (after restoring the RNG) would shift every later dropout mask.
+    """
+    return torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
 
 
 def eval_sampler(dataset: Sized) -> Sampler[int]:

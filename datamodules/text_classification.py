@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from .resumable import EpochRandomSampler, ResumableDataLoader, eval_sampler
+from .resumable import EpochRandomSampler, ResumableDataLoader, eval_sampler, private_generator
 from .text_files import read_labelled_file
 from .tokenized import PadCollate, TokenizedTexts
 from sstkit.errors import SstkitError
@@ -182,6 +182,7 @@ class TextClassificationDataModule(L.LightningDataModule):
             data,
             batch_size=self.opts.eval_batch_size or self.opts.batch_size,
             sampler=eval_sampler(data),
+            generator=private_generator(),
             collate_fn=self._collate(),
             num_workers=self.opts.num_workers,
         )

@@ -1,0 +1,76 @@
+"""Shared fixtures: a small copy of the data sets, a private cache, offline W&B, and a tiny random BERT config.
+
+Tests never reach a network: models are built from configs in code, and W&B runs offline.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py for subprocess runs too
+
+TINY_BERT = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def shared_data() -> Path:
+    """The data folder: $SSTKIT_DATA, else ../shared/data next to the repository."""
+    path = Path(os.environ.get("SSTKIT_DATA") or REPO.parent / "shared" / "data")
+    if not (path / "sst2" / "train.tsv").is_file():
+        pytest.exit(f"test data not found at {path}: set SSTKIT_DATA to the shared data folder", returncode=4)
+    return path
+
+
+def _head(src: Path, dst: Path, rows: int, header: bool) -> None:
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text("".join(lines[: rows + int(header)]), encoding="utf-8")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _environment(tmp_path_factory: pytest.TempPathFactory) -> None:
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ.update(SSTKIT_CACHE=str(cache), WANDB_MODE="offline", WANDB_SILENT="true", TOKENIZERS_PARALLELISM="false")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small data folder with the real layout: SST-2 96/37/21 rows (odd eval sizes), AG News 64/33."""
+    src, root = shared_data(), tmp_path_factory.mktemp("data")
+    for name, rows in (("train", 96), ("dev", 37), ("test", 21)):
+        _head(src / "sst2" / f"{name}.tsv", root / "sst2" / f"{name}.tsv", rows, header=True)
+    for name, rows in (("train", 64), ("test", 33)):
+        _head(src / "agnews" / f"{name}.tsv", root / "agnews" / f"{name}.tsv", rows, header=False)
+    return root
+
+
+def tiny_config(data_dir: Path, **trainer: object) -> dict:
+    """A complete CLI config for a 1-layer random BERT on the small SST-2 copy."""
+    return {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 4, "log_every_n_steps": 1,
+                    "num_sanity_val_steps": 0, "enable_model_summary": False, **trainer},
+        "model": {"class_path": "sstkit.models.TextClassifier",
+                  "init_args": {"backbone": "minilm", "pretrained": False, "config_overrides": TINY_BERT,
+                                "lr": 1e-3, "warmup_steps": 1}},
+        "data": {"class_path": "sstkit.datamodules.SST2DataModule",
+                 "init_args": {"data_dir": str(data_dir), "batch_size": 8, "eval_batch_size": 8, "max_length": 32}},
+    }
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """Writes a config dict to a YAML file and returns its path."""
+
+    def write(config: dict, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return write
