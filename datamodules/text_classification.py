@@ -17,12 +17,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from .resumable import EpochRandomSampler, ResumableDataLoader, eval_sampler, private_generator
-from .text_files import read_labelled_file
-from .tokenized import PadCollate, TokenizedTexts
 from sstkit.errors import SstkitError
 from sstkit.models.backbones import load_tokenizer
 from sstkit.paths import cache_dir, fingerprint, require_files, resolve_data_dir
+
+from .resumable import EpochRandomSampler, ResumableDataLoader, eval_sampler, private_generator
+from .text_files import read_labelled_file
+from .tokenized import PadCollate, TokenizedTexts
 
 SPLITS = ("train", "val", "test", "predict")
 

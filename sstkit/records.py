@@ -109,6 +109,8 @@ class RunRecord(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train_t0, self._eval_time, self._samples = time.monotonic(), 0.0, 0
         self._start_step = trainer.global_step
+        if self._segment:  # setup() runs before a checkpoint is restored; the true start step is known now
+            self._segment["start_step"] = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -89,6 +89,10 @@ def make_loggers(run: RunFolder, project: str, entity: str | None = None, tags: 
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
+        # WandbLogger adopts whatever run is active in the process; a run of another experiment (earlier
+        # in-process CLI calls, notebooks, tests) must be closed first or both would log into it.
+        if wandb.run is not None and wandb.run.id != run.wandb_id():
+            wandb.finish()
         loggers.append(
             WandbLogger(
                 name=run.name,

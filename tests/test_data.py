@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from sstkit.datamodules import AGNewsDataModule, SST2DataModule, TextClassificationDataModule
+
 from sstkit.errors import DataError, SstkitError
 
 

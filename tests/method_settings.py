@@ -1,0 +1,35 @@
+"""The method settings table: every method callback (and optimizer wrapper) joins it, so the generic tests train
+it for two batches, resume it exactly and run it under DDP on the same model families.
+
+Add one line per method:
+
+    "SparseSpectralTraining": MethodSetting(family="text", init_args={"rank": 4, "steps_per_iteration": 2}),
+
+``family`` picks a tiny config from ``FAMILIES`` in conftest.py (``text`` is a 1-layer random BERT on SST-2).
+``config`` is merged into that config (e.g. ``{"optimizer": {...}}`` for optimizer wrappers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MethodSetting:
+    """How the generic tests run one method."""
+
+    family: str = "text"
+    init_args: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    kind: str = "callback"  # or "optimizer" for wrappers injected via LightningCLI's optimizer arguments
+
+
+METHOD_SETTINGS: dict[str, MethodSetting] = {}
+METHOD_SETTINGS["AdamR"] = MethodSetting(kind="optimizer", config={"optimizer": {"class_path": "sstkit.optim.AdamR", "init_args": {"lr": 1e-3, "delta_decay": 0.5}}})
+METHOD_SETTINGS["HessianQuantization"] = MethodSetting(init_args={"bits": "2/3", "num_groups": 4, "hessian_batches": 1, "num_subsets": 2, "max_iter": 3, "blocks": ["encoder.encoder.layer.0", "encoder.embeddings"]})
+# T3 = 2 and T2 = 2: within the 6-step resume test SST resamples at steps 2, 4, 6 and re-decomposes at step 4.
+METHOD_SETTINGS["SparseSpectralTraining"] = MethodSetting(init_args={"rank": 4, "steps_per_iteration": 2, "warmup_steps": 2, "iterations_per_round": 2})
+METHOD_SETTINGS["LoRA"] = MethodSetting(init_args={"rank": 4, "alpha": 8, "dropout": 0.1})
+# Restarts at steps 2, 4, 6 of the resume test, each followed by a 2-step LR re-warm-up.
+METHOD_SETTINGS["ReLoRA"] = MethodSetting(init_args={"rank": 4, "alpha": 8, "merge_every": 2, "restart_warmup_steps": 2})
