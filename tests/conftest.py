@@ -20,7 +20,7 @@ TINY_BERT = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2
 
 def shared_data() -> Path:
     """The data folder: $SSTKIT_DATA, else ../shared/data next to the repository."""
-    path = Path(os.environ.get("SSTKIT_DATA") or REPO.parent / "shared" / "data")
+    path = Path(os.environ.get("SSTKIT_DATA") or REPO.parent / "shared" / "data").resolve()
     if not (path / "sst2" / "train.tsv").is_file():
         pytest.exit(f"test data not found at {path}: set SSTKIT_DATA to the shared data folder", returncode=4)
     return path
@@ -47,6 +47,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _head(src / "sst2" / f"{name}.tsv", root / "sst2" / f"{name}.tsv", rows, header=True)
     for name, rows in (("train", 64), ("test", 33)):
         _head(src / "agnews" / f"{name}.tsv", root / "agnews" / f"{name}.tsv", rows, header=False)
+    for name in ("valid", "test"):  # WikiText-2: the first 300 lines (~20k words) of each file
+        _head(src / "wikitext2" / f"{name}.txt", root / "wikitext2" / f"{name}.txt", 300, header=False)
     return root
 
 
@@ -62,6 +64,44 @@ def tiny_config(data_dir: Path, **trainer: object) -> dict:
         "data": {"class_path": "sstkit.datamodules.SST2DataModule",
                  "init_args": {"data_dir": str(data_dir), "batch_size": 8, "eval_batch_size": 8, "max_length": 32}},
     }
+
+
+def lm_tiny_config(data_dir: Path, **trainer: object) -> dict:
+    """A complete CLI config for a 2-layer, 64-wide random OPT on the small WikiText-2 copy (BPE of 512 tokens)."""
+    return {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 4, "log_every_n_steps": 1,
+                    "num_sanity_val_steps": 0, "enable_model_summary": False, **trainer},
+        "model": {"class_path": "sstkit.models.CausalLM",
+                  "init_args": {"size": "tiny", "lr": 1e-3, "warmup_steps": 1}},
+        "data": {"class_path": "sstkit.datamodules.WikiText2DataModule",
+                 "init_args": {"data_dir": str(data_dir), "bpe_vocab_size": 512, "block_size": 32, "batch_size": 4,
+                               "eval_batch_size": 4, "limit_train_blocks": 48, "limit_eval_blocks": 17}},
+    }
+
+
+def point_tiny_config(data_dir: Path, **trainer: object) -> dict:
+    """A complete CLI config for a tiny FlatFormer on a few small synthetic scenes (data_dir is unused)."""
+    return {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 4, "log_every_n_steps": 1,
+                    "num_sanity_val_steps": 0, "enable_model_summary": False, **trainer},
+        "model": {"class_path": "sstkit.models.PointSegmenter",
+                  "init_args": {"backbone": "flatformer", "preset": "tiny", "lr": 1e-3, "warmup_steps": 1,
+                                "backbone_args": {"channels": 16, "heads": 2, "group_size": 16}}},
+        "data": {"class_path": "sstkit.datamodules.SyntheticScenesDataModule",
+                 "init_args": {"num_train": 8, "num_val": 3, "num_test": 3, "points_per_m2": 8, "batch_size": 2}},
+    }
+
+
+# Tiny configs per model family, for the generic method tests (tests/method_settings.py). Families add theirs here.
+FAMILIES = {"text": tiny_config, "lm": lm_tiny_config}
+FAMILIES["point"] = point_tiny_config
+
+
+def family_config(family: str, data_dir: Path, **trainer: object) -> dict:
+    """A complete tiny CLI config of a model family."""
+    return FAMILIES[family](data_dir, **trainer)
 
 
 @pytest.fixture
