@@ -1,3 +1,7 @@
 """Method callbacks, one module per method: the Lightning face of a functional core (installed as sstkit.callbacks)."""
 
-__all__: list[str] = []
+from .lora import LoRA
+from .relora import ReLoRA
+from .sst import SparseSpectralTraining
+
+__all__ = ["LoRA", "ReLoRA", "SparseSpectralTraining"]

@@ -26,8 +26,6 @@ class MethodSetting:
 
 
 METHOD_SETTINGS: dict[str, MethodSetting] = {}
-METHOD_SETTINGS["AdamR"] = MethodSetting(kind="optimizer", config={"optimizer": {"class_path": "sstkit.optim.AdamR", "init_args": {"lr": 1e-3, "delta_decay": 0.5}}})
-METHOD_SETTINGS["HessianQuantization"] = MethodSetting(init_args={"bits": "2/3", "num_groups": 4, "hessian_batches": 1, "num_subsets": 2, "max_iter": 3, "blocks": ["encoder.encoder.layer.0", "encoder.embeddings"]})
 # T3 = 2 and T2 = 2: within the 6-step resume test SST resamples at steps 2, 4, 6 and re-decomposes at step 4.
 METHOD_SETTINGS["SparseSpectralTraining"] = MethodSetting(init_args={"rank": 4, "steps_per_iteration": 2, "warmup_steps": 2, "iterations_per_round": 2})
 METHOD_SETTINGS["LoRA"] = MethodSetting(init_args={"rank": 4, "alpha": 8, "dropout": 0.1})

@@ -227,7 +227,8 @@ def round_length(layer: SpectralLinear) -> int:
 
 
 def sst_step_end(layers: Mapping[str, SpectralLinear], steps_done: int, steps_per_iteration: int,
-                 rule: str = "mixed", optimizer: torch.optim.Optimizer | None = None) -> dict[str, str]:  # fmt: skip
+                 rule: str = "mixed", optimizer: torch.optim.Optimizer | None = None,
+                 iterations_per_round: int | None = None, resvd: bool = True) -> dict[str, str]:  # fmt: skip
     """Everything SST does after an optimizer step: renormalise, and at an iteration's end resample (re-SVD first
     when the layer's round ends). State lives in the layers and ``steps_done``, so a resumed run continues exactly.
 
@@ -237,6 +238,9 @@ def sst_step_end(layers: Mapping[str, SpectralLinear], steps_done: int, steps_pe
         steps_per_iteration: ``T3``.
         rule: sampling rule.
         optimizer: if given, the Adam state of resampled blocks (and of ``s`` after a re-SVD) is reset.
+        iterations_per_round: ``T2`` for every layer; ``None`` uses each layer's :func:`round_length`.
+        resvd: re-decompose at a round's end; ``False`` is the "no re-SVD" ablation (rounds then only
+            resample).
 
     Returns:
         ``{name: "resample" | "resvd"}`` for the layers that changed their active set this step.
@@ -246,6 +250,8 @@ def sst_step_end(layers: Mapping[str, SpectralLinear], steps_done: int, steps_pe
     """
     if steps_per_iteration < 1:
         raise ValueError(f"steps_per_iteration must be >= 1, got {steps_per_iteration}")
+    if iterations_per_round is not None and iterations_per_round < 1:
+        raise ValueError(f"iterations_per_round must be >= 1, got {iterations_per_round}")
     renormalize_all(layers)
     if steps_done <= 0 or steps_done % steps_per_iteration:
         return {}
@@ -253,7 +259,7 @@ def sst_step_end(layers: Mapping[str, SpectralLinear], steps_done: int, steps_pe
     actions = {}
     for name, layer in layers.items():
         reset = [layer.U_active, layer.Vh_active]
-        if iteration % round_length(layer) == 0:
+        if resvd and iteration % (iterations_per_round or round_length(layer)) == 0:
             layer.resvd_()
             reset.append(layer.s)
             actions[name] = "resvd"

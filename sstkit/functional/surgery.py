@@ -31,6 +31,13 @@ from torch import nn
 
 REGEX_PREFIX = "re:"
 
+# Attention and MLP projections of BERT-type (query/key/value, attention.output.dense, intermediate.dense,
+# output.dense) and OPT-type (q/k/v/out_proj, fc1, fc2) models; never poolers, classifier or LM heads.
+TRANSFORMER_PROJECTIONS = (
+    r"re:(^|\.)(query|key|value|q_proj|k_proj|v_proj|out_proj|fc1|fc2)$",
+    r"re:(^|\.)(attention\.output|intermediate|output)\.dense$",
+)
+
 
 def _as_list(patterns: str | Iterable[str]) -> list[str]:
     # A YAML scalar where a list was meant is a common slip; one pattern is still a valid request.
