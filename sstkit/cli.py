@@ -9,9 +9,10 @@ Example::
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from sstkit.errors import SstkitError
 from sstkit.models.base import SstkitModule
+from sstkit.predictions import PredictionWriter
 from sstkit.progress import progress_callback
 from sstkit.records import RunRecord
 from sstkit.resume import RngState
@@ -36,10 +38,13 @@ class SstkitSaveConfig(SaveConfigCallback):
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         config = self.parser.dump(self.config, skip_none=False, format="json")
-        import json
-
         as_dict = json.loads(config)
         as_dict.pop("config", None)
+        # Values linked at instantiation (num_labels, vocab_size) are not in the parsed config: take the
+        # model's own record of its arguments so the saved config is the one that was actually built.
+        model_args = as_dict.get("model", {}).get("init_args")
+        if isinstance(model_args, dict):
+            model_args.update(json.loads(json.dumps(dict(pl_module.hparams), default=str)))
         for callback in trainer.callbacks:
             if isinstance(callback, RunRecord):
                 callback.set_config(as_dict)
@@ -52,6 +57,19 @@ class SstkitSaveConfig(SaveConfigCallback):
 def uses_unused_parameters(callbacks: list[Any]) -> bool:
     """Whether any method callback declares that DDP must look for parameters without gradients."""
     return any(getattr(cb, "ddp_find_unused_parameters", False) for cb in callbacks)
+
+
+def close_wandb_runs(trainer: L.Trainer) -> None:
+    """Finishes the W&B runs of a trainer so their files are complete when the command returns.
+
+    A console run finishes them at exit anyway; an in-process run (tests, notebooks, benchmark scripts) would
+    otherwise leave them open. A later use of the same logger starts the same run id again (resume="allow").
+    """
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if isinstance(logger, WandbLogger) and experiment is not None and hasattr(experiment, "finish"):
+            experiment.finish()
+            logger._experiment = None
 
 
 class SstkitCLI(LightningCLI):
@@ -81,6 +99,8 @@ class SstkitCLI(LightningCLI):
         parser.add_argument("--wandb.tags", type=list[str] | None, default=None, help="W&B tags.")
         # Models size themselves from the data; links whose source or target a class lacks are skipped.
         parser.link_arguments("data.num_labels", "model.init_args.num_labels", apply_on="instantiate")
+        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.num_features", "model.init_args.num_features", apply_on="instantiate")
         parser.link_arguments("model.init_args.backbone", "data.init_args.tokenizer")
 
     # --- run folder, loggers, callbacks ------------------------------------------------------------------
@@ -107,6 +127,8 @@ class SstkitCLI(LightningCLI):
             extra.append(ModelCheckpoint(dirpath=str(run.checkpoint_dir), save_last=True))
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in user_callbacks):
             extra.append(progress_callback())
+        if self.subcommand == "predict":
+            extra.append(PredictionWriter(run.path))
         callbacks = list(callbacks) + extra
         if config.get("strategy") == "ddp":
             # No buffer broadcast: evaluation shards may differ in batch count by one, and a per-step collective
@@ -115,6 +137,12 @@ class SstkitCLI(LightningCLI):
                 find_unused_parameters=uses_unused_parameters(user_callbacks), broadcast_buffers=False
             )
         return super()._instantiate_trainer(config, callbacks)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        finally:
+            close_wandb_runs(self.trainer)
 
     @staticmethod
     def _check_ckpt_path(ckpt_path: str | None) -> None:
@@ -128,13 +156,17 @@ DESCRIPTION = (
 )
 
 
-def _table(argv: list[str]) -> int:
-    from sstkit.bench.command import table_main
+# sstkit-only subcommands, imported only when used so that `sstkit fit` starts fast: name -> "module:function",
+# each function taking the remaining arguments and returning an exit code.
+EXTRA_COMMANDS: dict[str, str] = {
+    "table": "sstkit.bench.command:table_main",
+}
 
-    return table_main(argv)
 
-
-EXTRA_COMMANDS: dict[str, Callable[[list[str]], int]] = {"table": _table}
+def run_extra_command(name: str, argv: list[str]) -> int:
+    """Runs one of :data:`EXTRA_COMMANDS`."""
+    module, function = EXTRA_COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), function)(argv)
 
 
 def user_error(exc: BaseException) -> SstkitError | None:
@@ -157,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         if args and args[0] in EXTRA_COMMANDS:
-            sys.exit(EXTRA_COMMANDS[args[0]](args[1:]))
+            sys.exit(run_extra_command(args[0], args[1:]))
         SstkitCLI(args=argv)
     except Exception as exc:  # only user errors are shortened; bugs keep their traceback
         err = user_error(exc)

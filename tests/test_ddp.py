@@ -23,6 +23,7 @@ def test_ddp_shards_and_unpadded_validation(write_config, data_dir: Path, tmp_pa
                         "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
                         f"--trainer.callbacks+={trace}", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "validation at step" in result.stdout, "non-TTY stdout gets plain progress lines"
 
     ranks = [json.loads((traces / f"trace-rank{r}.json").read_text()) for r in (0, 1)]
     shard0, shard1 = set(ranks[0]["indices"]), set(ranks[1]["indices"])

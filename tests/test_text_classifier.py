@@ -32,6 +32,16 @@ def test_fit_then_test_continues_one_record(write_config, data_dir: Path, tmp_pa
     assert offline and len({p.name for p in offline}) == 1, "fit and test share one W&B run id"
     assert list((runs / "demo" / "seed0" / "csv").glob("version_*/metrics.csv"))
 
+    # The full config reached W&B, and both run readers see the same run.
+    from sstkit.bench import get_path, read_summaries, read_wandb_offline
+
+    (offline_run,) = read_wandb_offline(runs / "demo" / "seed0" / "wandb")
+    assert get_path(offline_run.config, "model.init_args.backbone") == "minilm"
+    assert get_path(offline_run.config, "data.init_args.batch_size") == 8
+    assert offline_run.metrics["test/acc"] == pytest.approx(record["metrics"]["test/acc"])
+    (summary_run,) = read_summaries(runs / "demo")
+    assert summary_run.seed == 0 and summary_run.metrics["val/acc"] == record["metrics"]["val/acc"]
+
 
 def test_agnews_links_four_labels(write_config, data_dir: Path, tmp_path: Path) -> None:
     config = tiny_config(data_dir, max_steps=1, limit_val_batches=1)
@@ -99,3 +109,15 @@ def test_real_minilm_fine_tunes_a_few_steps(write_config, data_dir: Path, tmp_pa
     moved = (cli.model.encoder.encoder.layer[0].attention.self.query.weight
              - fresh.encoder.encoder.layer[0].attention.self.query.weight).abs().max()
     assert 0 < moved < 0.1
+
+
+def test_predict_writes_jsonl(write_config, data_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    config = write_config(tiny_config(data_dir, max_steps=1, limit_val_batches=0))
+    run_cli("fit", "--config", str(config), "--name", "p", "--run_root", str(tmp_path))
+    run_cli("predict", "--config", str(config), "--name", "p", "--run_root", str(tmp_path),
+            "--ckpt_path", str(tmp_path / "p" / "seed0" / "checkpoints" / "last.ckpt"))
+    rows = [json.loads(line) for line in (tmp_path / "p" / "seed0" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(21)), "the test split, in order"
+    assert all(r["preds"] in (0, 1) and abs(sum(r["probs"]) - 1) < 1e-5 for r in rows)
