@@ -3,5 +3,8 @@
 from .agnews import AGNewsDataModule
 from .sst2 import SST2DataModule
 from .text_classification import TextClassificationDataModule
+from .text_corpus import TextCorpusDataModule
+from .wikitext2 import WikiText2DataModule
 
-__all__ = ["AGNewsDataModule", "SST2DataModule", "TextClassificationDataModule"]
+__all__ = ["AGNewsDataModule", "SST2DataModule", "TextClassificationDataModule", "TextCorpusDataModule",
+           "WikiText2DataModule"]

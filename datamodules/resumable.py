@@ -5,8 +5,8 @@ Lightning stores ``state_dict()`` of stateful train loaders in checkpoints and h
 ``DistributedSampler`` under DDP) the resumed run sees exactly the batches the uninterrupted run would have.
 
 Example:
-    >>> loader = ResumableDataLoader(dataset, batch_size=32, sampler=EpochRandomSampler(dataset, seed=0))
-    >>> eval_loader = DataLoader(dataset, batch_size=64, sampler=eval_sampler(dataset))
+    >>> loader = train_loader(dataset, batch_size=32)   # ResumableDataLoader + EpochRandomSampler
+    >>> evaluation = eval_loader(dataset, batch_size=64)  # unpadded under DDP
 """
 
 from __future__ import annotations
@@ -92,3 +92,15 @@ def eval_sampler(dataset: Sized) -> Sampler[int]:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         return UnrepeatedDistributedSampler(dataset, shuffle=False)
     return SequentialSampler(dataset)
+
+
+def train_loader(data: Sized, batch_size: int, collate_fn: Any = None, num_workers: int = 0) -> ResumableDataLoader:
+    """The training loader every sstkit DataModule uses: epoch-seeded order, resumable mid-epoch."""
+    return ResumableDataLoader(data, batch_size=batch_size, sampler=EpochRandomSampler(data), collate_fn=collate_fn,
+                               num_workers=num_workers)
+
+
+def eval_loader(data: Sized, batch_size: int, collate_fn: Any = None, num_workers: int = 0) -> DataLoader:
+    """The evaluation loader every sstkit DataModule uses: in order, unpadded DDP shards, private RNG."""
+    return DataLoader(data, batch_size=batch_size, sampler=eval_sampler(data), generator=private_generator(),
+                      collate_fn=collate_fn, num_workers=num_workers)

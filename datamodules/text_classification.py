@@ -9,6 +9,7 @@ Example (YAML)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +22,7 @@ from sstkit.errors import SstkitError
 from sstkit.models.backbones import load_tokenizer
 from sstkit.paths import cache_dir, fingerprint, require_files, resolve_data_dir
 
-from .resumable import EpochRandomSampler, ResumableDataLoader, eval_sampler, private_generator
+from .resumable import eval_loader, train_loader
 from .text_files import read_labelled_file
 from .tokenized import PadCollate, TokenizedTexts
 
@@ -128,13 +129,23 @@ class TextClassificationDataModule(L.LightningDataModule):
         hp = self.opts
         path = self._split_path(split)
         key = fingerprint(path, hp.tokenizer, hp.max_length, hp.header, hp.text_column, hp.label_column, hp.label_names)
-        cached = cache_dir("tokenized") / f"{self.dataset_name}-{path.stem}-{key}.pt"
+        return self.tokenize_cached(f"{path.stem}-{key}", lambda: self.read_split(split))
+
+    def read_split(self, split: str) -> tuple[list[str], list[int]]:
+        """The raw texts and integer labels of a split (hook for text-level wrappers such as poisoning)."""
+        hp = self.opts
+        return read_labelled_file(
+            self._split_path(split), hp.header, hp.text_column, hp.label_column, hp.label_names, self.num_labels,
+            hp.format,
+        )
+
+    def tokenize_cached(self, stem: str, make: Callable[[], tuple[list[str], list[int]]]) -> TokenizedTexts:
+        """Tokenises ``make()``'s texts with this module's tokenizer, cached as ``<dataset>-<stem>.pt``."""
+        cached = cache_dir("tokenized") / f"{self.dataset_name}-{stem}.pt"
         if cached.is_file():
             return TokenizedTexts.load(cached)
-        texts, labels = read_labelled_file(
-            path, hp.header, hp.text_column, hp.label_column, hp.label_names, self.num_labels, hp.format
-        )
-        data = TokenizedTexts.build(texts, labels, load_tokenizer(hp.tokenizer), hp.max_length)
+        texts, labels = make()
+        data = TokenizedTexts.build(texts, labels, load_tokenizer(self.opts.tokenizer), self.opts.max_length)
         data.save(cached)
         return data
 
@@ -151,13 +162,18 @@ class TextClassificationDataModule(L.LightningDataModule):
                 self.datasets[split] = self._limit(split, self._load_split(split))
 
     def _limit(self, split: str, data: TokenizedTexts) -> TokenizedTexts:
+        keep = self.limit_indices(split, len(data))
+        return data if keep is None else data.subset(keep)
+
+    def limit_indices(self, split: str, size: int) -> list[int] | None:
+        """Rows of a ``size``-row split that ``limit_*_samples`` keep (None: all of them)."""
         hp = self.opts
-        if split == "train" and hp.limit_train_samples and hp.limit_train_samples < len(data):
-            order = torch.randperm(len(data), generator=torch.Generator().manual_seed(hp.seed))
-            return data.subset(sorted(order[: hp.limit_train_samples].tolist()))
-        if split != "train" and hp.limit_eval_samples and hp.limit_eval_samples < len(data):
-            return data.subset(list(range(hp.limit_eval_samples)))
-        return data
+        if split == "train" and hp.limit_train_samples and hp.limit_train_samples < size:
+            order = torch.randperm(size, generator=torch.Generator().manual_seed(hp.seed))
+            return sorted(order[: hp.limit_train_samples].tolist())
+        if split != "train" and hp.limit_eval_samples and hp.limit_eval_samples < size:
+            return list(range(hp.limit_eval_samples))
+        return None
 
     def _collate(self) -> PadCollate:
         return PadCollate(load_tokenizer(self.opts.tokenizer).pad_token_id)
@@ -168,25 +184,11 @@ class TextClassificationDataModule(L.LightningDataModule):
         return self.datasets[split]
 
     def train_dataloader(self) -> DataLoader:
-        data = self._dataset("train")
-        return ResumableDataLoader(
-            data,
-            batch_size=self.opts.batch_size,
-            sampler=EpochRandomSampler(data),
-            collate_fn=self._collate(),
-            num_workers=self.opts.num_workers,
-        )
+        return train_loader(self._dataset("train"), self.opts.batch_size, self._collate(), self.opts.num_workers)
 
     def _eval_loader(self, split: str) -> DataLoader:
-        data = self._dataset(split)
-        return DataLoader(
-            data,
-            batch_size=self.opts.eval_batch_size or self.opts.batch_size,
-            sampler=eval_sampler(data),
-            generator=private_generator(),
-            collate_fn=self._collate(),
-            num_workers=self.opts.num_workers,
-        )
+        batch_size = self.opts.eval_batch_size or self.opts.batch_size
+        return eval_loader(self._dataset(split), batch_size, self._collate(), self.opts.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

@@ -53,7 +53,8 @@ class SstkitModule(L.LightningModule):
         weight_decay: AdamW weight decay (not applied to biases and norm weights).
         warmup_steps: linear warm-up steps; if None, ``warmup_ratio`` of the total steps.
         warmup_ratio: share of the total steps used for warm-up when ``warmup_steps`` is None.
-        scheduler: ``linear`` (warm-up then linear decay to 0), ``constant`` (warm-up then flat) or ``none``.
+        scheduler: ``linear`` (warm-up then linear decay to 0), ``cosine`` (warm-up then cosine decay to 0),
+            ``constant`` (warm-up then flat) or ``none``.
     """
 
     def __init__(
@@ -67,8 +68,8 @@ class SstkitModule(L.LightningModule):
         super().__init__()
         if lr <= 0:
             raise SstkitError(f"lr must be > 0, got {lr}")
-        if scheduler not in ("linear", "constant", "none"):
-            raise SstkitError(f"scheduler must be one of linear, constant, none; got {scheduler!r}")
+        if scheduler not in ("linear", "cosine", "constant", "none"):
+            raise SstkitError(f"scheduler must be one of linear, cosine, constant, none; got {scheduler!r}")
         self.lr, self.weight_decay, self.scheduler_name = lr, weight_decay, scheduler
         self.warmup_steps, self.warmup_ratio = warmup_steps, warmup_ratio
         self._extra_losses: dict[str, tuple[ExtraLoss, float]] = {}
@@ -154,7 +155,7 @@ class SstkitModule(L.LightningModule):
         ]
 
     def lr_lambda(self, total_steps: int) -> Callable[[int], float]:
-        """The default schedule as a multiplier of ``lr``: linear warm-up, then linear decay or constant."""
+        """The default schedule as a multiplier of ``lr``: linear warm-up, then linear or cosine decay, or constant."""
         warmup = self.warmup_steps if self.warmup_steps is not None else math.ceil(self.warmup_ratio * total_steps)
 
         def factor(step: int) -> float:
@@ -162,6 +163,9 @@ class SstkitModule(L.LightningModule):
                 return (step + 1) / warmup
             if self.scheduler_name == "linear":
                 return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+            if self.scheduler_name == "cosine":
+                progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+                return 0.5 * (1.0 + math.cos(math.pi * progress))
             return 1.0
 
         return factor
