@@ -1,10 +1,14 @@
 """LightningDataModules, one per dataset, plus the wrappers and loaders they share (installed as sstkit.datamodules)."""
 
 from .agnews import AGNewsDataModule
+from .point_scenes import PointScenesDataModule, collate_points
+from .pointcept_scenes import PointceptScenesDataModule
 from .sst2 import SST2DataModule
+from .synthetic_scenes import SyntheticScenesDataModule
 from .text_classification import TextClassificationDataModule
 from .text_corpus import TextCorpusDataModule
 from .wikitext2 import WikiText2DataModule
 
 __all__ = ["AGNewsDataModule", "SST2DataModule", "TextClassificationDataModule", "TextCorpusDataModule",
-           "WikiText2DataModule"]
+           "WikiText2DataModule", "PointScenesDataModule", "PointceptScenesDataModule", "SyntheticScenesDataModule",
+           "collate_points"]

@@ -2,6 +2,7 @@
 
 from sstkit.models.base import SstkitModule, StepOutput
 from sstkit.models.causal_lm import CausalLM
+from sstkit.models.point_segmenter import PointSegmenter
 from sstkit.models.text_classifier import TextClassifier
 
-__all__ = ["CausalLM", "SstkitModule", "StepOutput", "TextClassifier"]
+__all__ = ["CausalLM", "PointSegmenter", "SstkitModule", "StepOutput", "TextClassifier"]
