@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sstkit.errors import SstkitError
 
-from .resumable import EpochRandomSampler, ResumableDataLoader, eval_sampler, private_generator
+from .resumable import eval_loader, train_loader
 
 
 def collate_points(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -73,14 +73,10 @@ class PointScenesDataModule(L.LightningDataModule):
         return 6
 
     def _eval_loader(self, split: str) -> DataLoader:
-        data = self.datasets[split]
-        return DataLoader(data, batch_size=self.eval_batch_size, sampler=eval_sampler(data),
-                          collate_fn=collate_points, num_workers=self.num_workers, generator=private_generator())
+        return eval_loader(self.datasets[split], self.eval_batch_size, collate_points, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        data = self.datasets["train"]
-        return ResumableDataLoader(data, batch_size=self.batch_size, sampler=EpochRandomSampler(data),
-                                   collate_fn=collate_points, num_workers=self.num_workers, drop_last=False)
+        return train_loader(self.datasets["train"], self.batch_size, collate_points, self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
