@@ -1,7 +1,8 @@
 """Method callbacks, one module per method: the Lightning face of a functional core (installed as sstkit.callbacks)."""
 
+from .hessian_quant import HessianQuantization
 from .lora import LoRA
 from .relora import ReLoRA
 from .sst import SparseSpectralTraining
 
-__all__ = ["LoRA", "ReLoRA", "SparseSpectralTraining"]
+__all__ = ["HessianQuantization", "LoRA", "ReLoRA", "SparseSpectralTraining"]
