@@ -32,3 +32,4 @@ METHOD_SETTINGS["LoRA"] = MethodSetting(init_args={"rank": 4, "alpha": 8, "dropo
 # Restarts at steps 2, 4, 6 of the resume test, each followed by a 2-step LR re-warm-up.
 METHOD_SETTINGS["ReLoRA"] = MethodSetting(init_args={"rank": 4, "alpha": 8, "merge_every": 2, "restart_warmup_steps": 2})
 METHOD_SETTINGS["HessianQuantization"] = MethodSetting(init_args={"bits": "2/3", "num_groups": 4, "hessian_batches": 1, "num_subsets": 2, "max_iter": 3, "blocks": ["encoder.encoder.layer.0", "encoder.embeddings"]})
+METHOD_SETTINGS["AdamR"] = MethodSetting(kind="optimizer", config={"optimizer": {"class_path": "sstkit.optim.AdamR", "init_args": {"lr": 1e-3, "delta_decay": 0.5}}})

@@ -1,0 +1,155 @@
+"""PortLLM benchmark: a LoRA patch from MiniLM fine-tuned on SST-2, applied to MiniLM bases evolved by continued MLM.
+
+Run from the repository root (sized for a shared 2-core CPU; see README.md for the time it took):
+
+    SSTKIT_DATA=../shared/data nice -n 10 .venv/bin/python benchmarks/portllm/run.py
+
+1. LoRA fine-tuning of all-MiniLM-L6-v2 on a seeded SST-2 subset (configs/bert/sst2/lora_patch.yaml), then
+   ``sstkit patch extract``.
+2. Evolution: continued masked-language-model training of the encoder on SST-2 + AG News text (a fresh MLM head
+   tied to the word embeddings; MiniLM ships without one) for each length in ``--evolve-steps``; each evolved
+   encoder is saved as an HF folder with ``‖θ_t − θ_0‖``.
+3. Per evolved base: head only (evolved encoder + the patch's head, no update), PortLLM (``sstkit patch apply``),
+   LoRA re-trained on the evolved base (upper bound), and the original fine-tuned model; accuracy on SST-2's
+   test.tsv (first 436 sentences by default), and the peak RSS of the process that applies the patch vs the one that trains LoRA.
+One summary.json per row goes to ``runs/eval``; ``sstkit table`` renders results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+CONFIG = REPO / "configs" / "bert" / "sst2" / "lora_patch.yaml"
+# Runs one sstkit command in a fresh interpreter and prints its own peak RSS (MiB) as the last line.
+MEASURE = ("import resource, sys\nfrom sstkit.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+           "    assert not e.code, e.code\nprint('peak_rss_mib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+
+
+def sstkit_measured(*args: str) -> float:
+    """Runs ``sstkit *args`` in a subprocess; returns its peak resident memory in MiB."""
+    out = subprocess.run([sys.executable, "-c", MEASURE, *args], check=True, cwd=REPO, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1].split()[1])
+
+
+def lora_finetune(runs: Path, name: str, backbone: str, args: argparse.Namespace) -> tuple[Path, float]:
+    ckpt = runs / "lora" / name / "seed0" / "checkpoints" / "last.ckpt"
+    rss_file = ckpt.parent.parent / "peak_rss.json"
+    if not ckpt.is_file():
+        rss = sstkit_measured("fit", "--config", str(CONFIG), "--name", name, "--run_root", str(runs / "lora"),
+                              "--model.init_args.backbone", backbone,
+                              "--data.init_args.limit_train_samples", str(args.train_samples),
+                              "--data.init_args.max_length", str(args.max_length),
+                              "--data.init_args.limit_eval_samples", "256", "--trainer.val_check_interval", "1.0",
+                              "--trainer.enable_progress_bar", "false")
+        rss_file.write_text(json.dumps({"peak_rss_mib": rss}))
+    return ckpt, json.loads(rss_file.read_text())["peak_rss_mib"]
+
+
+def evolve(out: Path, steps: int, args: argparse.Namespace) -> float:
+    """Continued MLM training of MiniLM for ``steps`` steps; writes an HF encoder folder; returns ‖θ_t − θ_0‖."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
+
+    from sstkit.commands.classifier_io import read_texts
+    from sstkit.models.backbones import load_encoder, load_tokenizer
+
+    if (out / "norm.json").is_file():
+        return json.loads((out / "norm.json").read_text())["delta_norm"]
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer("minilm")
+    base = load_encoder("minilm")
+    mlm = BertForMaskedLM(BertConfig(**base.config.to_dict()))
+    mlm.bert.load_state_dict(base.state_dict(), strict=False)
+    mlm.tie_weights()
+    initial = {k: v.clone() for k, v in base.state_dict().items()}
+    sst, _ = read_texts(Path(args.data) / "sst2" / "train.tsv", limit=20000, offset=20000)
+    agnews = [line.split("\t")[0] for line in (Path(args.data) / "agnews" / "train.tsv").read_text().splitlines()[:20000]]
+    texts = [t for pair in zip(sst, agnews, strict=False) for t in pair]
+    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    optimizer = torch.optim.AdamW(mlm.parameters(), lr=args.evolve_lr)
+    mlm.train()
+    generator = torch.Generator().manual_seed(0)
+    for step in range(steps):
+        idx = torch.randint(len(texts), (args.batch_size,), generator=generator).tolist()
+        enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=args.max_length)
+        batch = collate([{"input_ids": ids} for ids in enc["input_ids"]])
+        loss = mlm(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 50 == 0:
+            print(f"evolve {steps}: step {step} mlm loss {loss.item():.3f}", flush=True)
+    mlm.bert.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    evolved = load_encoder(str(out)).state_dict()
+    norm = sum(float((evolved[k].float() - v.float()).pow(2).sum()) for k, v in initial.items()) ** 0.5
+    (out / "norm.json").write_text(json.dumps({"delta_norm": norm, "steps": steps}))
+    return norm
+
+
+def write(runs: Path, arm: str, steps: int, acc: float, extra: dict) -> None:
+    folder = runs / "eval" / f"steps{steps}" / arm.replace(" ", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"name": "portllm", "seed": 0, "status": "finished", "config": {"arm": arm, "evolve_steps": steps},
+              "metrics": {"test/acc": acc, **extra}}
+    (folder / "summary.json").write_text(json.dumps(record, indent=2))
+    print(f"steps {steps} {arm}: acc {acc:.4f} {extra}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=HERE / "runs")
+    parser.add_argument("--data", default=None, help="data folder (default $SSTKIT_DATA)")
+    parser.add_argument("--evolve-steps", type=int, nargs="+", default=[50, 150])
+    parser.add_argument("--evolve-lr", type=float, default=5e-5)
+    parser.add_argument("--batch-size", type=int, default=16, help="batch size of the MLM evolution")
+    parser.add_argument("--train-samples", type=int, default=1000, help="SST-2 sentences of each LoRA fine-tuning")
+    parser.add_argument("--test-samples", type=int, default=436, help="first rows of test.tsv evaluated")
+    parser.add_argument("--max-length", type=int, default=64)
+    args = parser.parse_args()
+    args.data = args.data or os.environ.get("SSTKIT_DATA", "data")
+    from safetensors.torch import load_file
+
+    from sstkit.commands.classifier_io import accuracy, load_classifier, make_batches, read_texts
+    from sstkit.models.text_classifier import TextClassifier
+
+    texts, labels = read_texts(Path(args.data) / "sst2" / "test.tsv", limit=args.test_samples)
+    test = make_batches(texts, labels, "minilm", args.max_length)
+    ckpt, train_rss = lora_finetune(args.runs, "lora-original", "minilm", args)
+    patch = args.runs / "patch"
+    sstkit_measured("patch", "extract", "--finetuned", str(ckpt), "--out", str(patch))
+    original = args.runs / "patched" / "original"
+    sstkit_measured("patch", "apply", "--base", "minilm", "--patch", str(patch), "--out", str(original))
+    original_acc = accuracy(load_classifier(original), test)
+    head = load_file(str(patch / "patch.safetensors"))
+    for steps in args.evolve_steps:
+        evolved = args.runs / "evolved" / f"steps{steps}"
+        norm = evolve(evolved, steps, args)
+        common = {"theta_t_minus_theta_0": norm}
+        head_only = TextClassifier(backbone=str(evolved), num_labels=2)
+        head_only.head.load_state_dict({k.removeprefix("save/head."): v for k, v in head.items()
+                                        if k.startswith("save/head.")})
+        write(args.runs, "evolved base + head only", steps, accuracy(head_only.eval(), test), common)
+        out = args.runs / "patched" / f"steps{steps}"
+        apply_rss = sstkit_measured("patch", "apply", "--base", str(evolved), "--patch", str(patch), "--out", str(out))
+        write(args.runs, "PortLLM (evolved + old patch)", steps, accuracy(load_classifier(out), test),
+              {**common, "peak_rss_mib": apply_rss})
+        retrained, rss = lora_finetune(args.runs, f"lora-steps{steps}", str(evolved), args)
+        sstkit_measured("patch", "extract", "--finetuned", str(retrained), "--out", str(args.runs / f"patch{steps}"))
+        sstkit_measured("patch", "apply", "--base", str(evolved), "--patch", str(args.runs / f"patch{steps}"),
+                        "--out", str(args.runs / "patched" / f"retrained{steps}"))
+        write(args.runs, "LoRA re-trained on evolved", steps,
+              accuracy(load_classifier(args.runs / "patched" / f"retrained{steps}"), test), {**common, "peak_rss_mib": rss})
+        write(args.runs, "original fine-tuned", steps, original_acc, {"peak_rss_mib": train_rss})
+    subprocess.run([sys.executable, "-m", "sstkit", "table", str(HERE / "spec.yaml")], check=True, cwd=REPO)
+
+
+if __name__ == "__main__":
+    main()

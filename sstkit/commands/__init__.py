@@ -1,0 +1,1 @@
+"""sstkit-only subcommands beyond LightningCLI (``sstkit delta``, ``sstkit patch``), one module each."""
