@@ -3,6 +3,7 @@
 from .agnews import AGNewsDataModule
 from .point_scenes import PointScenesDataModule, collate_points
 from .pointcept_scenes import PointceptScenesDataModule
+from .poisoning import PoisonedTextDataModule
 from .sst2 import SST2DataModule
 from .synthetic_scenes import SyntheticScenesDataModule
 from .text_classification import TextClassificationDataModule
@@ -11,4 +12,4 @@ from .wikitext2 import WikiText2DataModule
 
 __all__ = ["AGNewsDataModule", "SST2DataModule", "TextClassificationDataModule", "TextCorpusDataModule",
            "WikiText2DataModule", "PointScenesDataModule", "PointceptScenesDataModule", "SyntheticScenesDataModule",
-           "collate_points"]
+           "collate_points", "PoisonedTextDataModule"]

@@ -160,6 +160,7 @@ DESCRIPTION = (
 # each function taking the remaining arguments and returning an exit code.
 EXTRA_COMMANDS: dict[str, str] = {
     "table": "sstkit.bench.command:table_main",
+    "backdoor": "sstkit.commands.backdoor:backdoor_main",
     "delta": "sstkit.commands.delta:delta_main",
     "patch": "sstkit.commands.patch:patch_main",
     "quantize": "sstkit.quantize_cmd:quantize_main",

@@ -33,3 +33,7 @@ METHOD_SETTINGS["LoRA"] = MethodSetting(init_args={"rank": 4, "alpha": 8, "dropo
 METHOD_SETTINGS["ReLoRA"] = MethodSetting(init_args={"rank": 4, "alpha": 8, "merge_every": 2, "restart_warmup_steps": 2})
 METHOD_SETTINGS["HessianQuantization"] = MethodSetting(init_args={"bits": "2/3", "num_groups": 4, "hessian_batches": 1, "num_subsets": 2, "max_iter": 3, "blocks": ["encoder.encoder.layer.0", "encoder.embeddings"]})
 METHOD_SETTINGS["AdamR"] = MethodSetting(kind="optimizer", config={"optimizer": {"class_path": "sstkit.optim.AdamR", "init_args": {"lr": 1e-3, "delta_decay": 0.5}}})
+# No stopping within the generic tests' 6 steps (a random tiny model is "collapsed" from step 0).
+METHOD_SETTINGS["CleanUnlearning"] = MethodSetting(init_args={"min_steps": 100, "check_every": 2, "eval_batches": 2})
+# The tiny family's plain SST2DataModule has no triggered set: the callback warns and logs nothing (tested in test_backdoor.py).
+METHOD_SETTINGS["AttackSuccessRate"] = MethodSetting()

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Expose Before You Defend on MiniLM / SST-2: poisoned + clean models, clean unlearning, detection, removal.
+# Usage: [SIZE=tiny|small|full] bash benchmarks/backdoor/run.sh [seeds...]   (default: SIZE=small, seed 0)
+# CPU-sized by default (2,000 training sentences, max_length 48, 1 epoch, 400 test sentences, 60 CUL steps); it ends
+# by rebuilding the four tables with `sstkit table`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SEEDS=("${@:-0}")
+ROOT=${SSTKIT_RUNS:-benchmarks/backdoor/runs}/backdoor_bench/${SIZE:-small}
+SSTKIT=${SSTKIT:-.venv/bin/sstkit}
+if [[ "${SIZE:-small}" == tiny ]]; then   # a 2-layer, 64-wide random BERT: the pipeline end to end in minutes
+  FIT=(--data.init_args.base.init_args.limit_train_samples 2000 --data.init_args.base.init_args.max_length 48
+       --data.init_args.base.init_args.limit_eval_samples 400 --trainer.max_epochs 3 --model.init_args.lr 1.0e-3
+       --model.init_args.pretrained false --trainer.limit_val_batches 0
+       --model.init_args.config_overrides '{num_hidden_layers: 2, hidden_size: 64, num_attention_heads: 2, intermediate_size: 128}')
+  EVAL=(--eval-samples 400); LEN=48; STEPS=80; CHECK=8; SCAN=(--num-candidates 6 --scan-samples 64 --rounds 1); EPOCHS=2
+  CUL_LR=${CUL_LR:-3e-4}; RM_LR=1e-3
+elif [[ "${SIZE:-small}" == full ]]; then
+  FIT=(); EVAL=(); LEN=64; STEPS=600; SCAN=(--num-candidates 20 --scan-samples 128); EPOCHS=3; CUL_LR=1e-5; RM_LR=2e-5
+else
+  FIT=(--data.init_args.base.init_args.limit_train_samples 2000 --data.init_args.base.init_args.max_length 48
+       --data.init_args.base.init_args.limit_eval_samples 400 --trainer.max_epochs 1 --model.init_args.lr 1.0e-4
+       --trainer.limit_val_batches 0)
+  EVAL=(--eval-samples 400); LEN=48; STEPS=60; SCAN=(--num-candidates 8 --scan-samples 64); EPOCHS=1
+  CUL_LR=1e-5; RM_LR=2e-5
+fi
+for seed in "${SEEDS[@]}"; do
+  for model in badnets clean addsent; do
+    cfg=configs/bert/sst2/backdoor_$model.yaml
+    run=(--config "$cfg" --run_root "$ROOT" --seed_everything "$seed" "${FIT[@]}")
+    ckpt=$ROOT/bert-sst2-backdoor-$model/seed$seed/checkpoints/last.ckpt
+    [[ -f $ckpt ]] || "$SSTKIT" fit "${run[@]}"
+    "$SSTKIT" test "${run[@]}" --ckpt_path "$ckpt"
+    attack=$model; [[ $model == clean ]] && attack=badnets   # a clean model's ASR is measured with BadNets words
+    tag=backdoored; [[ $model == clean ]] && tag=clean
+    out=$ROOT/ebyd/$model/seed$seed
+    common=(--model "$ckpt" --dataset sst2 --defense-samples 200 --max-length $LEN "${EVAL[@]}" --attack "$attack"
+            --target-label 1 --seed "$seed" --tag "$tag")
+    "$SSTKIT" backdoor expose "${common[@]}" --method cul --lr $CUL_LR --max-steps $STEPS --check-every ${CHECK:-4} --out "$out/expose"
+    "$SSTKIT" backdoor detect "${common[@]}" --exposed "$out/expose" --rounds 2 "${SCAN[@]}" \
+      --out "$out/detect/summary.json"
+    if [[ $model != clean ]]; then
+      "$SSTKIT" backdoor remove "${common[@]}" --method unlearn --detect-report "$out/detect/summary.json" \
+        --lr $RM_LR --epochs $EPOCHS --out "$out/unlearn"
+      "$SSTKIT" backdoor remove "${common[@]}" --method prune --exposed "$out/expose" --epochs $EPOCHS --out "$out/prune"
+    fi
+  done
+done
+for spec in spec spec_expose spec_detect spec_remove; do "$SSTKIT" table "benchmarks/backdoor/$spec.yaml"; done
