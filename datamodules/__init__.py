@@ -1,15 +1,28 @@
 """LightningDataModules, one per dataset, plus the wrappers and loaders they share (installed as sstkit.datamodules)."""
 
 from .agnews import AGNewsDataModule
+from .planetoid import PlanetoidDataModule
 from .point_scenes import PointScenesDataModule, collate_points
 from .pointcept_scenes import PointceptScenesDataModule
 from .poisoning import PoisonedTextDataModule
 from .sst2 import SST2DataModule
+from .synthetic_graphs import SyntheticGraphDataModule
 from .synthetic_scenes import SyntheticScenesDataModule
 from .text_classification import TextClassificationDataModule
 from .text_corpus import TextCorpusDataModule
 from .wikitext2 import WikiText2DataModule
 
-__all__ = ["AGNewsDataModule", "SST2DataModule", "TextClassificationDataModule", "TextCorpusDataModule",
-           "WikiText2DataModule", "PointScenesDataModule", "PointceptScenesDataModule", "SyntheticScenesDataModule",
-           "collate_points", "PoisonedTextDataModule"]
+__all__ = [
+    "AGNewsDataModule",
+    "PlanetoidDataModule",
+    "PointScenesDataModule",
+    "PointceptScenesDataModule",
+    "PoisonedTextDataModule",
+    "SST2DataModule",
+    "SyntheticGraphDataModule",
+    "SyntheticScenesDataModule",
+    "TextClassificationDataModule",
+    "TextCorpusDataModule",
+    "WikiText2DataModule",
+    "collate_points",
+]

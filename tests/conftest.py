@@ -94,9 +94,23 @@ def point_tiny_config(data_dir: Path, **trainer: object) -> dict:
     }
 
 
-# Tiny configs per model family, for the generic method tests (tests/method_settings.py). Families add theirs here.
-FAMILIES = {"text": tiny_config, "lm": lm_tiny_config}
-FAMILIES["point"] = point_tiny_config
+def graph_tiny_config(data_dir: Path, **trainer: object) -> dict:
+    """A complete CLI config for a 2-layer Lorentz GCN (width 8) classifying the nodes of a 64-node tree."""
+    return {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 4, "log_every_n_steps": 1,
+                    "num_sanity_val_steps": 0, "enable_model_summary": False, **trainer},
+        "model": {"class_path": "sstkit.models.HyperbolicGNN",
+                  "init_args": {"model": "lorentz", "task": "node", "hidden_dim": 8, "num_layers": 2, "dropout": 0.1,
+                                "lr": 0.01}},
+        "data": {"class_path": "sstkit.datamodules.SyntheticGraphDataModule",
+                 "init_args": {"kind": "tree", "num_nodes": 64, "branching": 3, "features": "random", "feature_dim": 8,
+                               "task": "node", "val_ratio": 0.2, "test_ratio": 0.2}},
+    }
+
+
+# Tiny configs per model family, for the generic method tests (tests/method_settings.py).
+FAMILIES = {"text": tiny_config, "lm": lm_tiny_config, "point": point_tiny_config, "graph": graph_tiny_config}
 
 
 def family_config(family: str, data_dir: Path, **trainer: object) -> dict:
