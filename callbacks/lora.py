@@ -25,7 +25,7 @@ from torch import nn
 from sstkit.errors import SstkitError
 from sstkit.functional.export import dense_state_dict
 from sstkit.functional.lora import apply_lora, merged_linear, set_lora_trainable
-from sstkit.functional.surgery import TRANSFORMER_PROJECTIONS
+from sstkit.functional.surgery import method_patterns
 from sstkit.nn.spectral import SpectralLinear
 
 HEAD_PATTERNS = (r"re:(^|\.)(head|classifier|score|lm_head)\.",)
@@ -41,8 +41,9 @@ class LoRA(L.Callback):
         rank: ``r`` of every adapter.
         alpha: scaling numerator; updates are multiplied by ``alpha / r``.
         dropout: dropout on the adapters' input.
-        patterns: module-name patterns to wrap (fnmatch globs, or ``re:`` regexes); default: the attention and
-            MLP projections of BERT and OPT models.
+        patterns: module-name patterns to wrap (fnmatch globs, or ``re:`` regexes); default: the model family's
+            ``method_patterns`` (e.g. Lorentz layers' inner linears), else the attention and MLP projections of
+            BERT and OPT models.
         exclude: patterns removed from the selection.
         train_bias: train the wrapped layers' biases.
         freeze_other: freeze every parameter outside the wrapped layers except those matching ``trainable``
@@ -62,7 +63,7 @@ class LoRA(L.Callback):
         rank: int = 8,
         alpha: float = 16.0,
         dropout: float = 0.0,
-        patterns: Sequence[str] = TRANSFORMER_PROJECTIONS,
+        patterns: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
         train_bias: bool = True,
         freeze_other: bool = False,
@@ -77,9 +78,10 @@ class LoRA(L.Callback):
             raise SstkitError(f"{m}: alpha must be a number > 0, got {alpha!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
             raise SstkitError(f"{m}: dropout must be in [0, 1), got {dropout!r}")
-        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-        if not patterns:
-            raise SstkitError(f"{m}: patterns is empty; use ['*'] to wrap every nn.Linear")
+        if patterns is not None:
+            patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+            if not patterns:
+                raise SstkitError(f"{m}: patterns is empty; use ['*'] to wrap every nn.Linear")
         self.rank, self.alpha, self.dropout = rank, float(alpha), float(dropout)
         self.patterns, self.exclude = patterns, [exclude] if isinstance(exclude, str) else list(exclude)
         self.train_bias, self.freeze_other, self.export_dense = train_bias, freeze_other, export_dense
@@ -96,7 +98,8 @@ class LoRA(L.Callback):
         if spectral:
             raise SstkitError(f"{self.method}: cannot be combined with SparseSpectralTraining on the same model "
                               f"(SpectralLinear layers: {spectral[:3]})")  # fmt: skip
-        self.layers = apply_lora(pl_module, self.rank, self.alpha, self.patterns, self.exclude, self.dropout,
+        patterns = method_patterns(pl_module, self.patterns)
+        self.layers = apply_lora(pl_module, self.rank, self.alpha, patterns, self.exclude, self.dropout,
                                  method=self.method)  # fmt: skip
         if self.layers:
             set_lora_trainable(pl_module, self.layers, self.train_bias, self.freeze_other, self.trainable)

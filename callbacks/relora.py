@@ -24,7 +24,6 @@ import torch
 
 from sstkit.errors import SstkitError
 from sstkit.functional.lora import relora_restart
-from sstkit.functional.surgery import TRANSFORMER_PROJECTIONS
 
 from ._rewarm import RestartingMethod
 from .lora import HEAD_PATTERNS, LoRA
@@ -58,7 +57,7 @@ class ReLoRA(RestartingMethod):
         dropout: float = 0.0,
         merge_every: int = 5000,
         restart_warmup_steps: int = 100,
-        patterns: Sequence[str] = TRANSFORMER_PROJECTIONS,
+        patterns: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
         train_bias: bool = True,
         freeze_other: bool = False,

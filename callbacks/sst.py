@@ -25,7 +25,7 @@ import torch
 from sstkit.errors import SstkitError
 from sstkit.functional.export import dense_state_dict
 from sstkit.functional.sst import RULES, apply_sst, resolve_rank, sst_step_end
-from sstkit.functional.surgery import TRANSFORMER_PROJECTIONS
+from sstkit.functional.surgery import method_patterns
 from sstkit.nn.spectral import FORWARD_MODES, SpectralLinear
 
 from ._rewarm import RestartingMethod
@@ -56,8 +56,9 @@ class SparseSpectralTraining(RestartingMethod):
         iterations_per_round: ``T2``, iterations between re-SVDs; ``"auto"`` = ``⌈k/r⌉`` per layer.
         sampling: ``mixed`` (the paper's), ``multinomial`` (∝ s), ``uniform`` or ``top`` (largest ``s``).
         enhanced_grad: drop the ``s_i`` factor from the active vectors' gradients (the paper's default).
-        patterns: module-name patterns to wrap (fnmatch globs, or ``re:`` regexes); default: the attention and
-            MLP projections of BERT and OPT models.
+        patterns: module-name patterns to wrap (fnmatch globs, or ``re:`` regexes); default: the model family's
+            ``method_patterns`` (e.g. Lorentz layers' inner linears), else the attention and MLP projections of
+            BERT and OPT models.
         exclude: patterns removed from the selection.
         resvd: re-decompose at a round's end; ``False`` is the "no re-SVD" ablation.
         forward_mode: ``dense`` (materialise W once per step, fastest) or ``factored`` (two thin matmuls).
@@ -78,7 +79,7 @@ class SparseSpectralTraining(RestartingMethod):
         iterations_per_round: int | Literal["auto"] = "auto",
         sampling: Literal["mixed", "multinomial", "uniform", "top"] = "mixed",
         enhanced_grad: bool = True,
-        patterns: Sequence[str] = TRANSFORMER_PROJECTIONS,
+        patterns: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
         resvd: bool = True,
         forward_mode: Literal["dense", "factored"] = "dense",
@@ -99,9 +100,10 @@ class SparseSpectralTraining(RestartingMethod):
             raise SstkitError(f"sst: sampling must be one of {RULES}, got {sampling!r}")
         if forward_mode not in FORWARD_MODES:
             raise SstkitError(f"sst: forward_mode must be one of {FORWARD_MODES}, got {forward_mode!r}")
-        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-        if not patterns:
-            raise SstkitError("sst: patterns is empty; use ['*'] to wrap every nn.Linear")
+        if patterns is not None:
+            patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+            if not patterns:
+                raise SstkitError("sst: patterns is empty; use ['*'] to wrap every nn.Linear")
         self.rank, self.steps_per_iteration, self.iterations_per_round = rank, steps_per_iteration, iterations_per_round
         self.sampling, self.enhanced_grad, self.forward_mode = sampling, enhanced_grad, forward_mode
         self.patterns, self.exclude = patterns, [exclude] if isinstance(exclude, str) else list(exclude)
@@ -121,8 +123,8 @@ class SparseSpectralTraining(RestartingMethod):
         if lora:
             raise SstkitError(f"sst: cannot be combined with LoRA/ReLoRA on the same model (LoRA layers: {lora[:3]})")
         self.layers = apply_sst(
-            pl_module, self.rank, self.patterns, self.seed, enhanced_grad=self.enhanced_grad,
-            forward_mode=self.forward_mode, exclude=self.exclude, rule=self.sampling,
+            pl_module, self.rank, method_patterns(pl_module, self.patterns), self.seed,
+            enhanced_grad=self.enhanced_grad, forward_mode=self.forward_mode, exclude=self.exclude, rule=self.sampling,
         )  # fmt: skip
 
     # --- after every optimizer step ---------------------------------------------------------------------------

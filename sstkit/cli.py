@@ -152,7 +152,8 @@ class SstkitCLI(LightningCLI):
 
 DESCRIPTION = (
     "sstkit: train, combine and compare SST-family methods.\n"
-    "Subcommands: fit, validate, test, predict (LightningCLI), table (build benchmark tables: `sstkit table -h`)."
+    "Subcommands: fit, validate, test, predict (LightningCLI); table (benchmark tables), delta (delta pruning), "
+    "patch (PortLLM patches), quantize (Q-BERT), backdoor (expose / detect / remove): `sstkit <command> -h`."
 )
 
 

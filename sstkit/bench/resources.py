@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from sstkit.functional.surgery import TRANSFORMER_PROJECTIONS, name_matches
+from sstkit.functional.surgery import method_patterns, name_matches
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer, only: set[int] | None = None) -> int:
@@ -35,9 +35,9 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer, only: set[int] | Non
 
 
 def projection_parameter_ids(model: nn.Module) -> set[int]:
-    """Parameters inside the attention / MLP projections that SST, LoRA and ReLoRA wrap (whatever wraps them)."""
-    return {id(p) for name, module in model.named_modules() if name_matches(name, TRANSFORMER_PROJECTIONS)
-            for p in module.parameters()}
+    """Parameters inside the layers that SST, LoRA and ReLoRA wrap by default (whatever wraps them)."""
+    patterns = method_patterns(model, None)
+    return {id(p) for name, module in model.named_modules() if name_matches(name, patterns) for p in module.parameters()}
 
 
 class ResourceStats(L.Callback):

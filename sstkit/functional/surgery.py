@@ -39,6 +39,19 @@ TRANSFORMER_PROJECTIONS = (
 )
 
 
+def method_patterns(model: nn.Module, patterns: str | Iterable[str] | None) -> list[str]:
+    """The layers a method wraps: ``patterns`` if given, else the model family's own ``method_patterns``
+    (a class attribute, e.g. the inner linears of Lorentz layers), else :data:`TRANSFORMER_PROJECTIONS`.
+
+    Example:
+        >>> method_patterns(model, None)  # doctest: +SKIP
+        ['re:(^|\\.)(query|key|value|q_proj|k_proj|v_proj|out_proj|fc1|fc2)$', ...]
+    """
+    if patterns is None:
+        patterns = getattr(model, "method_patterns", TRANSFORMER_PROJECTIONS)
+    return _as_list(patterns)
+
+
 def _as_list(patterns: str | Iterable[str]) -> list[str]:
     # A YAML scalar where a list was meant is a common slip; one pattern is still a valid request.
     return [patterns] if isinstance(patterns, str) else list(patterns)

@@ -70,6 +70,10 @@ class HyperbolicGNN(SstkitModule):
             the rest), one optimizer so restart-based methods work.
     """
 
+    # The Euclidean matrices inside the layers (LorentzLinear.linear, …): what SST / LoRA / ReLoRA wrap by default,
+    # never the manifold points.
+    method_patterns = (r"re:(^|\.)linear$",)
+
     def __init__(
         self,
         model: str = "lorentz",
