@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sstkit.errors import SstkitError
 
-from .resumable import eval_loader, train_loader
+from .resumable import EvalLoaderHooks, eval_loader, train_loader
 
 
 def collate_points(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -43,7 +43,7 @@ def collate_points(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     }
 
 
-class PointScenesDataModule(L.LightningDataModule):
+class PointScenesDataModule(EvalLoaderHooks, L.LightningDataModule):
     """Base of point-scene DataModules: subclasses fill ``self.datasets`` (``train``/``val``/``test``) in setup.
 
     Args:
@@ -77,12 +77,3 @@ class PointScenesDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return train_loader(self.datasets["train"], self.batch_size, collate_points, self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")

@@ -104,3 +104,21 @@ def eval_loader(data: Sized, batch_size: int, collate_fn: Any = None, num_worker
     """The evaluation loader every sstkit DataModule uses: in order, unpadded DDP shards, private RNG."""
     return DataLoader(data, batch_size=batch_size, sampler=eval_sampler(data), generator=private_generator(),
                       collate_fn=collate_fn, num_workers=num_workers)
+
+
+class EvalLoaderHooks:
+    """Lightning's val / test / predict hooks, all from the data module's ``_eval_loader(split)``.
+
+    Put it before ``LightningDataModule`` in the bases; ``predict_split`` names the split ``sstkit predict`` reads.
+    """
+
+    predict_split = "test"
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")  # type: ignore[attr-defined]
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")  # type: ignore[attr-defined]
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.predict_split)  # type: ignore[attr-defined]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import lightning as L
 import torch
@@ -22,14 +21,14 @@ from sstkit.errors import SstkitError
 from sstkit.models.backbones import load_tokenizer
 from sstkit.paths import cache_dir, fingerprint, require_files, resolve_data_dir
 
-from .resumable import eval_loader, train_loader
+from .resumable import EvalLoaderHooks, eval_loader, train_loader
 from .text_files import read_labelled_file
 from .tokenized import PadCollate, TokenizedTexts
 
 SPLITS = ("train", "val", "test", "predict")
 
 
-class TextClassificationDataModule(L.LightningDataModule):
+class TextClassificationDataModule(EvalLoaderHooks, L.LightningDataModule):
     """Labelled text files → tokenised, cached, dynamically padded batches.
 
     Args:
@@ -52,6 +51,8 @@ class TextClassificationDataModule(L.LightningDataModule):
         seed: seed of the training subset.
         download: fetch the data from the Hugging Face hub into the cache when the files are missing.
     """
+
+    predict_split = "predict"  # the predict_file, which defaults to the test file
 
     def __init__(
         self,
@@ -189,15 +190,3 @@ class TextClassificationDataModule(L.LightningDataModule):
     def _eval_loader(self, split: str) -> DataLoader:
         batch_size = self.opts.eval_batch_size or self.opts.batch_size
         return eval_loader(self._dataset(split), batch_size, self._collate(), self.opts.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("predict")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}

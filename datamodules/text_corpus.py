@@ -29,7 +29,7 @@ from sstkit.models.backbones import load_tokenizer
 from sstkit.paths import cache_dir, fingerprint, require_files, resolve_data_dir
 
 from .bpe import load_or_train_bpe
-from .resumable import eval_loader, train_loader
+from .resumable import EvalLoaderHooks, eval_loader, train_loader
 
 SPLITS = ("train", "val", "test")
 LineRange = tuple[int | None, int | None]
@@ -60,7 +60,7 @@ class TokenBlocks(Dataset):
         return {"input_ids": self.ids[start : start + self.block_size].long(), "index": i}
 
 
-class TextCorpusDataModule(L.LightningDataModule):
+class TextCorpusDataModule(EvalLoaderHooks, L.LightningDataModule):
     """Plain text files → a tokenizer (given or trained), cached token streams, contiguous blocks.
 
     Args:
@@ -240,17 +240,6 @@ class TextCorpusDataModule(L.LightningDataModule):
     def _eval_loader(self, split: str) -> DataLoader:
         return eval_loader(self._dataset(split), self.eval_batch_size, num_workers=self.num_workers)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
 
 
 def _read_lines(path: Path) -> list[str]:
