@@ -52,12 +52,17 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _trainer(overrides: dict) -> dict:
+    """The trainer section every tiny config shares: one CPU process, 4 steps, no sanity check."""
+    return {"accelerator": "cpu", "devices": 1, "max_steps": 4, "log_every_n_steps": 1, "num_sanity_val_steps": 0,
+            "enable_model_summary": False, **overrides}
+
+
 def tiny_config(data_dir: Path, **trainer: object) -> dict:
     """A complete CLI config for a 1-layer random BERT on the small SST-2 copy."""
     return {
         "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 4, "log_every_n_steps": 1,
-                    "num_sanity_val_steps": 0, "enable_model_summary": False, **trainer},
+        "trainer": _trainer(trainer),
         "model": {"class_path": "sstkit.models.TextClassifier",
                   "init_args": {"backbone": "minilm", "pretrained": False, "config_overrides": TINY_BERT,
                                 "lr": 1e-3, "warmup_steps": 1}},
@@ -70,8 +75,7 @@ def lm_tiny_config(data_dir: Path, **trainer: object) -> dict:
     """A complete CLI config for a 2-layer, 64-wide random OPT on the small WikiText-2 copy (BPE of 512 tokens)."""
     return {
         "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 4, "log_every_n_steps": 1,
-                    "num_sanity_val_steps": 0, "enable_model_summary": False, **trainer},
+        "trainer": _trainer(trainer),
         "model": {"class_path": "sstkit.models.CausalLM",
                   "init_args": {"size": "tiny", "lr": 1e-3, "warmup_steps": 1}},
         "data": {"class_path": "sstkit.datamodules.WikiText2DataModule",
@@ -84,8 +88,7 @@ def point_tiny_config(data_dir: Path, **trainer: object) -> dict:
     """A complete CLI config for a tiny FlatFormer on a few small synthetic scenes (data_dir is unused)."""
     return {
         "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 4, "log_every_n_steps": 1,
-                    "num_sanity_val_steps": 0, "enable_model_summary": False, **trainer},
+        "trainer": _trainer(trainer),
         "model": {"class_path": "sstkit.models.PointSegmenter",
                   "init_args": {"backbone": "flatformer", "preset": "tiny", "lr": 1e-3, "warmup_steps": 1,
                                 "backbone_args": {"channels": 16, "heads": 2, "group_size": 16}}},
@@ -98,8 +101,7 @@ def graph_tiny_config(data_dir: Path, **trainer: object) -> dict:
     """A complete CLI config for a 2-layer Lorentz GCN (width 8) classifying the nodes of a 64-node tree."""
     return {
         "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 4, "log_every_n_steps": 1,
-                    "num_sanity_val_steps": 0, "enable_model_summary": False, **trainer},
+        "trainer": _trainer(trainer),
         "model": {"class_path": "sstkit.models.HyperbolicGNN",
                   "init_args": {"model": "lorentz", "task": "node", "hidden_dim": 8, "num_layers": 2, "dropout": 0.1,
                                 "lr": 0.01}},
