@@ -6,6 +6,10 @@ loaders use :func:`eval_sampler`, like every sstkit data module, so resume and t
 same way. Splits are drawn with a private seed (``split_seed``) that leaves the global RNGs untouched, so the same
 split comes back on every process and after a resume.
 
+Under DDP every rank keeps the whole graph for message passing but scores only its share of the split's targets
+(nodes of the mask, or labelled edges: every ``world_size``-th from its rank), so the ranks' losses and metrics
+together cover each target exactly once — synced metrics equal the single-process ones.
+
 - ``task: node``: every split holds the full graph and a boolean ``mask`` of the nodes it scores (public masks if
   the data set has them, else a seeded random split with ``val_ratio`` / ``test_ratio``).
 - ``task: link``: PyG's ``RandomLinkSplit`` (undirected): message passing on training edges only;
@@ -25,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from sstkit.errors import SstkitError
 
-from .resumable import EpochRandomSampler, ResumableDataLoader, eval_sampler, private_generator
+from .resumable import EpochRandomSampler, EvalLoaderHooks, ResumableDataLoader, private_generator
 
 if TYPE_CHECKING:  # torch_geometric is imported where it is used: it costs seconds at every CLI start
     from torch_geometric.data import Data
@@ -61,12 +66,26 @@ class OneGraph(Dataset):
         return self.data
 
 
+def rank_share(data: Data) -> Data:
+    """This DDP rank's share of a split's targets (the split itself on one process); the graph stays whole."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return data
+    rank, world = dist.get_rank(), dist.get_world_size()
+    share = data.clone()
+    if "mask" in data:
+        nodes = data.mask.nonzero().flatten()[rank::world]
+        share.mask = torch.zeros_like(data.mask).index_fill_(0, nodes, True)
+    else:
+        share.edge_label_index, share.edge_label = data.edge_label_index[:, rank::world], data.edge_label[rank::world]
+    return share
+
+
 def first_item(items: list[Data]) -> Data:
     """Collate function of one-graph batches (a module-level function, so worker processes can pickle it)."""
     return items[0]
 
 
-class GraphDataModule(L.LightningDataModule):
+class GraphDataModule(EvalLoaderHooks, L.LightningDataModule):
     """Node or link splits of one graph (see the module docstring).
 
     Args:
@@ -143,17 +162,13 @@ class GraphDataModule(L.LightningDataModule):
 
     # --- loaders ----------------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        dataset = OneGraph(self.splits["train"])
+        dataset = OneGraph(rank_share(self.splits["train"]))
         return ResumableDataLoader(dataset, batch_size=1, sampler=EpochRandomSampler(dataset), collate_fn=first_item,
                                    num_workers=self.num_workers)  # fmt: skip
 
     def _eval_loader(self, split: str) -> DataLoader:
-        dataset = OneGraph(self.splits[split])
-        return DataLoader(dataset, batch_size=1, sampler=eval_sampler(dataset), generator=private_generator(),
+        # Every rank evaluates its own share of the one graph (Lightning's distributed sampler hands each rank
+        # item 0), instead of the unpadded sampler text data uses, which would leave ranks without a batch.
+        dataset = OneGraph(rank_share(self.splits[split]))
+        return DataLoader(dataset, batch_size=1, sampler=SequentialSampler(dataset), generator=private_generator(),
                           collate_fn=first_item, num_workers=self.num_workers)  # fmt: skip
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")

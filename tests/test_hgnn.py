@@ -12,7 +12,7 @@ import torch
 from conftest import family_config, shared_data
 from sstkit.callbacks import LoRA, SparseSpectralTraining
 from sstkit.datamodules import PlanetoidDataModule, SyntheticGraphDataModule
-from support import run_cli
+from support import run_cli, run_sstkit, summary
 
 from sstkit.errors import DataError
 from sstkit.functional.sst import apply_sst
@@ -143,6 +143,28 @@ def test_cli_links_features_and_resumes_exactly(write_config, data_dir: Path, tm
     for name, module in whole.model.named_modules():
         if name in spectral:
             torch.testing.assert_close(module.weight, spectral[name].weight, atol=1e-5, rtol=0, msg=name)
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("task", ["node", "link"])
+def test_ddp_ranks_share_the_targets_and_metrics_equal_one_process(task: str, write_config, data_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    config = family_config("graph", data_dir, max_steps=4)
+    config["model"]["init_args"]["task"] = config["data"]["init_args"]["task"] = task
+    config["trainer"]["callbacks"] = [{"class_path": "sstkit.callbacks.SparseSpectralTraining",
+                                       "init_args": {"rank": 2, "steps_per_iteration": 2, "patterns": PATTERNS}}]
+    path = write_config(config)
+    result = run_sstkit("fit", "--config", str(path), "--run_root", str(tmp_path), "--name", "ddp",
+                        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = summary(tmp_path, "ddp")
+    assert record["world_size"] == 2 and record["global_step"] == 4
+    # Each rank scores its own half of the validation targets; synced, they equal one process on the same weights.
+    single = run_cli("validate", "--config", str(path), "--run_root", str(tmp_path), "--name", "single",
+                     "--ckpt_path", str(tmp_path / "ddp" / "seed0" / "checkpoints" / "last.ckpt"))
+    keys = ("val/acc", "val/f1", "val/loss") if task == "node" else ("val/roc_auc", "val/ap", "val/loss")
+    for key in keys:  # float32 means of two halves vs one mean: equal to rounding
+        assert record["metrics"][key] == pytest.approx(float(single.trainer.callback_metrics[key]), rel=1e-5), key
 
 
 def test_link_split_is_seeded_and_leaves_global_rng_alone() -> None:

@@ -195,7 +195,8 @@ class HyperbolicGNN(SstkitModule):
             mask = batch.mask
             logits, labels = self.node_logits(z)[mask], batch.y[mask]
             loss = F.cross_entropy(logits.float(), labels)
-            return StepOutput(loss=loss, preds=logits.detach(), target=labels, batch_size=1)
+            # batch_size = targets scored, so the epoch loss is the mean over targets also when DDP ranks split them.
+            return StepOutput(loss=loss, preds=logits.detach(), target=labels, batch_size=labels.numel())
         pairs, labels = batch.edge_label_index, batch.edge_label.float()
         if stage == "train":
             # Fresh negatives every step (global RNG: restored exactly on resume by sstkit's RngState callback).
@@ -206,7 +207,7 @@ class HyperbolicGNN(SstkitModule):
             labels = torch.cat([labels, labels.new_zeros(negatives.shape[1])])
         logits = self.edge_logits(z, pairs)
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
-        return StepOutput(loss=loss, preds=logits.detach().sigmoid(), target=labels.long(), batch_size=1)
+        return StepOutput(loss=loss, preds=logits.detach().sigmoid(), target=labels.long(), batch_size=labels.numel())
 
     # --- optimisation -----------------------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
