@@ -71,6 +71,12 @@ def train_task(runs: Path, task: str, seeds: list[int]) -> None:
             cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
 
 
+def mean_score(records: dict[tuple[str, int], dict], arm: str) -> float | None:
+    """The seed mean of ``bench/score`` of one arm (None when no run of it has one)."""
+    values = [r["metrics"]["bench/score"] for (a, _), r in records.items() if a == arm and "bench/score" in r["metrics"]]
+    return sum(values) / len(values) if values else None
+
+
 def add_derived_metrics(runs: Path, seeds: list[int]) -> None:
     """Per run: the task's two scores under common names, and the share of the LoRA→Lorentz-full gap it closes.
 
@@ -87,11 +93,7 @@ def add_derived_metrics(runs: Path, seeds: list[int]) -> None:
             if score in metrics:
                 metrics["bench/score"], metrics["bench/score2"] = metrics[score], metrics.get(score2)
 
-        def mean_score(arm: str) -> float | None:
-            values = [r["metrics"]["bench/score"] for (a, _), r in records.items() if a == arm and "bench/score" in r["metrics"]]
-            return sum(values) / len(values) if values else None
-
-        full, lora = mean_score("lorentz"), mean_score("lora")
+        full, lora = mean_score(records, "lorentz"), mean_score(records, "lora")
         if full is not None and lora is not None and full != lora:
             for (arm, _), record in records.items():
                 if arm != "euclidean" and "bench/score" in record["metrics"]:
