@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import random
@@ -194,7 +195,7 @@ def test_scan_finds_planted_trigger(backdoored: dict) -> None:
 def test_removal_lowers_asr(backdoored: dict) -> None:
     model, defense, tok = copy.deepcopy(backdoored["model"]), backdoored["defense"], backdoored["tokenizer"]
     before = attack_success_rate(model, backdoored["triggered"], 1)
-    unlearn_trigger(model, defense, [backdoored["cf"]], lr=1e-3, epochs=3, pad_id=tok.pad_token_id)
+    unlearn_trigger(model, defense, [[backdoored["cf"]]], lr=1e-3, epochs=3, pad_id=tok.pad_token_id)
     after = attack_success_rate(model, backdoored["triggered"], 1)
     assert after < before - 0.5
     assert prediction_stats(model, backdoored["test"]).accuracy > 0.85
@@ -235,6 +236,24 @@ def test_backdoor_command_end_to_end(backdoored: dict, data_dir: Path, tmp_path:
                           "--out", str(tmp_path / "pr")]) == 0
     removed = json.loads((tmp_path / "pr" / "summary.json").read_text())
     assert {"original/asr", "removed/asr", "removed/ca"} <= set(removed["metrics"])
+
+
+def test_unlearn_takes_every_strong_candidate_of_the_detected_label(tmp_path: Path) -> None:
+    from sstkit.commands.backdoor import _triggers
+
+    def scan(label: int, rates: list[float]) -> dict:
+        return {"label": label, "candidates": [{"token_id": 10 * label + i, "flip_rate": r} for i, r in enumerate(rates)]}
+
+    report = {"exposed": {"label": 1, "best": {"token_id": 10, "flip_rate": 0.95},
+                          "scans": [scan(0, [0.99, 0.9]), scan(1, [0.95, 0.9, 0.3, 0.6])]}}
+    path = tmp_path / "detect.json"
+    path.write_text(json.dumps(report))
+    args = argparse.Namespace(trigger=None, detect_report=str(path), min_flip_ratio=0.5, max_triggers=5)
+    assert _triggers(args, None) == [[10], [11], [13]]  # label 1 only; 0.3 < 0.5 × 0.95
+    args.max_triggers = 2
+    assert _triggers(args, None) == [[10], [11]]
+    args.min_flip_ratio = 1.0
+    assert _triggers(args, None) == [[10]]
 
 
 # --- the CUL callback in a `sstkit fit` run -----------------------------------------------------------------

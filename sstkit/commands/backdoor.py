@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--exposed", default=None, help="exposed model folder (needed by prune)")
     remove.add_argument("--detect-report", default=None, help="detect's JSON report (the trigger for unlearn)")
     remove.add_argument("--trigger", nargs="+", default=None, help="trigger tokens for unlearn (instead of a report)")
+    remove.add_argument("--min-flip-ratio", type=float, default=0.5,
+                        help="unlearn: also unlearn candidates flipping at least this share of the best one's rate")
+    remove.add_argument("--max-triggers", type=int, default=5, help="unlearn: at most this many recovered triggers")
     remove.add_argument("--lr", type=float, default=2e-5, help="unlearn: fine-tuning learning rate")
     remove.add_argument("--epochs", type=int, default=3, help="unlearn: epochs; prune: mask-learning epochs")
     remove.add_argument("--units", nargs="+", choices=("ffn", "head"), default=["ffn", "head"])
@@ -174,9 +177,14 @@ def detect_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trigger_ids(args: argparse.Namespace, tokenizer: Any) -> list[int]:
+def _triggers(args: argparse.Namespace, tokenizer: Any) -> list[list[int]]:
+    """The triggers to unlearn: ``--trigger`` tokens, or every strong candidate of the detect report's label.
+
+    A candidate is strong when its verified flip rate is at least ``--min-flip-ratio`` × the best one's; at most
+    ``--max-triggers`` are taken, best first.
+    """
     if args.trigger:
-        return tokenizer.convert_tokens_to_ids(args.trigger)
+        return [[i] for i in tokenizer.convert_tokens_to_ids(args.trigger)]
     if not args.detect_report:
         raise SstkitError("remove --method unlearn needs --detect-report (from `sstkit backdoor detect`) or --trigger")
     path = Path(args.detect_report)
@@ -187,7 +195,11 @@ def _trigger_ids(args: argparse.Namespace, tokenizer: Any) -> list[int]:
     best = scan.get("best")
     if not best:
         raise SstkitError(f"--detect-report {path}: the scan recovered no trigger (no 'best' entry)")
-    return [int(best["token_id"])]
+    label_scan = next((s for s in scan.get("scans", []) if s.get("label") == scan.get("label")), {})
+    floor = args.min_flip_ratio * float(best["flip_rate"])
+    strong = [c for c in label_scan.get("candidates", []) if float(c["flip_rate"]) >= floor]
+    ids = [int(best["token_id"])] + [int(c["token_id"]) for c in strong if int(c["token_id"]) != int(best["token_id"])]
+    return [[i] for i in ids[: max(1, args.max_triggers)]]
 
 
 def remove_main(args: argparse.Namespace) -> int:
@@ -197,9 +209,9 @@ def remove_main(args: argparse.Namespace) -> int:
     before, extra = _measure(model, sets), {}
     cleaned = copy.deepcopy(model)
     if args.method == "unlearn":
-        ids = _trigger_ids(args, tokenizer)
-        extra["trigger"] = tokenizer.convert_ids_to_tokens(ids)
-        extra["losses"] = unlearn_trigger(cleaned, sets.defense, ids, lr=args.lr, epochs=args.epochs, seed=args.seed,
+        triggers = _triggers(args, tokenizer)
+        extra["triggers"] = [tokenizer.convert_ids_to_tokens(t) for t in triggers]
+        extra["losses"] = unlearn_trigger(cleaned, sets.defense, triggers, lr=args.lr, epochs=args.epochs, seed=args.seed,
                                           pad_id=tokenizer.pad_token_id or 0)
     else:
         if not args.exposed:

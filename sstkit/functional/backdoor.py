@@ -13,7 +13,7 @@ Example:
     >>> exposed = copy.deepcopy(model)
     >>> result = clean_unlearning(exposed, defense, num_labels=2, lr=1e-5)
     >>> scan = scan_triggers(exposed, defense, num_labels=2, allowed=vocabulary_mask(tokenizer))
-    >>> unlearn_trigger(model, defense, [scan.best.token_id])
+    >>> unlearn_trigger(model, defense, [[scan.best.token_id]])
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Backdoor removal guided by an exposed model: unlearning the recovered trigger, and RNP-style neuron pruning.
 
-1. **Trigger unlearning**: fine-tune the *original* model on D ∪ {(x ⊕ τ, y) : (x, y) ∈ D}, where τ is the
+1. **Trigger unlearning**: fine-tune the *original* model on D ∪ ⋃_τ {(x ⊕ τ, y) : (x, y) ∈ D}, where each τ is a
    trigger the scan recovered (:mod:`sstkit.functional.backdoor_scan`) inserted at a random position, keeping the
-   true labels, so the model learns that τ carries no label.
+   true labels, so the model learns that τ carries no label. Several triggers matter: BadNets plants several rare
+   words, each a trigger on its own, and unlearning only the best one leaves the others working.
 2. **Neuron-mask pruning** (RNP, Li et al. 2023, applied as in EBYD): on the *exposed* model (weights frozen) learn
    masks m ∈ [0, 1] on FFN neurons (outputs of each ``intermediate`` module) and attention heads (outputs of each
    ``attention.self`` module) that restore its clean accuracy,
@@ -14,7 +15,7 @@
    dense weights; the model loads without sstkit.
 
 Example:
-    >>> unlearn_trigger(original, defense_batches, trigger_ids=[tok.convert_tokens_to_ids("cf")])
+    >>> unlearn_trigger(original, defense_batches, triggers=[[tok.convert_tokens_to_ids("cf")]])
     >>> masks = NeuronMasks(exposed); learn_masks(exposed, masks, defense_batches)
     >>> prune_units(original, masks.lowest(threshold=0.2))
 """
@@ -34,19 +35,24 @@ from sstkit.functional.backdoor_common import Batch, LogitsFn, default_logits, i
 UNITS = ("ffn", "head")
 
 
-def unlearn_trigger(model: nn.Module, batches: list[Batch], trigger_ids: list[int], lr: float = 2e-5,
+def unlearn_trigger(model: nn.Module, batches: list[Batch], triggers: list[list[int]], lr: float = 2e-5,
                     epochs: int = 3, weight_decay: float = 0.01, max_grad_norm: float | None = 1.0, seed: int = 0,
                     pad_id: int = 0, logits_fn: LogitsFn = default_logits) -> list[float]:
-    """Fine-tunes ``model`` in place on the defense set plus its copy with the trigger inserted (true labels).
+    """Fine-tunes ``model`` in place on the defense set plus one copy per trigger with it inserted (true labels).
+
+    Args:
+        triggers: token-id blocks, one per recovered trigger (a single-token trigger is ``[id]``).
 
     Returns:
         the mean training loss of each epoch.
     """
-    if not trigger_ids:
-        raise SstkitError("unlearn_trigger needs a recovered trigger (no token ids given)")
+    if not triggers or not all(triggers):
+        raise SstkitError(f"unlearn_trigger needs recovered triggers (non-empty token-id lists), got {triggers!r}")
     if epochs < 1 or lr <= 0:
         raise SstkitError(f"unlearn_trigger needs epochs >= 1 and lr > 0, got {epochs}, {lr}")
-    data = list(batches) + insert_tokens(batches, trigger_ids, seed, pad_id)
+    data = list(batches)
+    for offset, trigger in enumerate(triggers):  # each copy draws its own insertion positions
+        data += insert_tokens(batches, list(trigger), seed + offset, pad_id)
     device = model_device(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
