@@ -88,6 +88,19 @@ def test_analytic_q_in_range_and_deterministic() -> None:
     assert q_grid(0.99)[0].item() == pytest.approx(0.01) and q_grid(0.99)[-1].item() == pytest.approx(0.998)
 
 
+def test_analytic_stop_share_ends_the_scan_once_most_rows_passed_their_minimum() -> None:
+    # Three rows with positive Σc have interior minima (0.182, 0.364, 0.273); the negative row's objective keeps
+    # falling to the top of the grid. With stop_share 0.75 the scan ends right after the third minimum.
+    x = torch.ones(4)
+    dw = torch.tensor([[1e-3] * 4, [2e-3] * 4, [1.5e-3] * 4, [-5e-3] * 4])
+    full = analytic_q_rows(dw, x, 0.9, eta=100.0)
+    stopped = analytic_q_rows(dw, x, 0.9, eta=100.0, stop_share=0.75)
+    torch.testing.assert_close(full, torch.tensor([0.182, 0.364, 0.273, 0.998]))
+    torch.testing.assert_close(stopped, torch.tensor([0.182, 0.364, 0.273, 0.365]))
+    with pytest.raises(SstkitError, match="stop_share"):
+        analytic_q_rows(dw, x, 0.9, eta=100.0, stop_share=1.5)
+
+
 def test_search_q_coarse_then_fine_with_stop_rule() -> None:
     calls: list[float] = []
 

@@ -8,7 +8,8 @@ Step 1 fine-tunes all-MiniLM-L6-v2 with ``sstkit fit`` (configs/bert/sst2/finetu
 AdamR arms) on a seeded subset of SST-2's train.tsv, with a learning rate and length large enough for sizeable
 deltas. Step 2 splits test.tsv into a validation half (q / η choice, rows 0–435) and a test half (rows 436–871),
 and for each fine-tuned model and drop rate p evaluates: FT, the no-delta control (pretrained encoder + fine-tuned
-head), DARE, DAREx-q with global / analytic / unsupervised q, magnitude and WANDA. Stochastic arms are averaged
+head), DARE, DAREx-q with global / analytic (the paper's full q scan, and the official code's scan that stops once 80 % of
+a layer's rows passed their minimum) / unsupervised q, magnitude and WANDA. Stochastic arms are averaged
 over mask seeds that differ from the ones used to choose q. One summary.json per (model, arm, p, mask seed) goes
 to ``runs/``; step 3 renders the table with ``sstkit table``.
 """
@@ -85,6 +86,8 @@ def evaluate(runs: Path, ckpt: Path, model_name: str, ft_seed: int, args: argpar
                    "DAREx-q global": session.choose_global(p, val, search_seeds, fine_span=args.fine_span,
                                                            coarse_step=args.coarse_step),
                    "DAREx-q analytic": session.choose_analytic(p, val, None, val, search_seeds, args.eta_grid),
+                   "DAREx-q analytic, stop 0.8": session.choose_analytic(p, val, None, val, search_seeds,
+                                                                         args.eta_grid, stop_share=0.8),
                    "DAREx-q unsupervised": session.choose_unsupervised(p, val, search_seeds[:1],
                                                                        fine_span=args.fine_span,
                                                                        coarse_step=args.coarse_step)}
@@ -117,9 +120,13 @@ def main() -> None:
     parser.add_argument("--test-samples", type=int, default=436, help="test-half rows evaluated")
     parser.add_argument("--coarse-step", type=float, default=None, help="coarse q step (default min(1-p, 0.1))")
     parser.add_argument("--fine-span", type=float, default=0.3, help="fine grid half-width in coarse steps")
-    parser.add_argument("--eta-grid", type=float, nargs="+", default=[10.0, 100.0, 1000.0, 10000.0])
+    parser.add_argument("--eta-grid", type=float, nargs="+", default=None, help="default: the session's ETA_GRID")
     args = parser.parse_args()
     args.data = args.data or os.environ.get("SSTKIT_DATA", "data")
+    if args.eta_grid is None:
+        from sstkit.commands.delta_session import ETA_GRID
+
+        args.eta_grid = list(ETA_GRID)
     arms = [("adam", 0.0)] + [("adamr", lam) for lam in args.adamr_lambdas]
     for seed in args.ft_seeds:
         for optimizer, lam in arms:

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--q", default="auto", help="DAREx-q rescale: a number in [1-p, 1), or auto")
     prune.add_argument("--q-mode", choices=Q_MODES, default="global", help="how --q auto chooses q")
     prune.add_argument("--eta", default="auto", help="η of the analytic q: a number, or auto (tuned on validation)")
+    prune.add_argument("--stop-share", type=float, default=None,
+                       help="analytic q: end the q scan once this share of a layer's rows passed its minimum "
+                            "(the official code's 0.8; default: scan the whole grid, as the paper)")
     prune.add_argument("--val-file", default=None, help="labelled TSV for choosing q / η (default sst2/test.tsv)")
     prune.add_argument("--val-offset", type=int, default=0, help="first row of the validation rows")
     prune.add_argument("--val-samples", type=int, default=None, help="number of validation rows (default: half)")
@@ -88,7 +91,7 @@ def choose_q(session: DeltaSession, args: argparse.Namespace, val: list[dict] | 
             eta = float(args.eta)
         except ValueError:
             raise SstkitError(f"--eta must be a number or auto, got {args.eta!r}") from None
-    return session.choose_analytic(args.p, val, eta, val, seeds)
+    return session.choose_analytic(args.p, val, eta, val, seeds, stop_share=args.stop_share)
 
 
 def prune_command(args: argparse.Namespace) -> dict:

@@ -25,7 +25,7 @@ from sstkit.functional.darex import InputStats, analytic_qs, collect_input_stats
 from sstkit.functional.delta import extract_delta, prune_delta
 from sstkit.models.text_classifier import TextClassifier
 
-ETA_GRID = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
+ETA_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4)  # the official default η is 0.45
 
 
 @dataclass
@@ -140,17 +140,20 @@ class DeltaSession:
 
     def choose_analytic(self, p: float, unlabelled: Sequence[dict[str, Tensor]], eta: float | None,
                         val: Sequence[dict[str, Tensor]] | None, seeds: Sequence[int],
-                        eta_grid: Sequence[float] = ETA_GRID) -> QChoice:
-        """Per-layer analytic q_e; ``eta=None`` tunes η over ``eta_grid`` by validation accuracy."""
+                        eta_grid: Sequence[float] = ETA_GRID, stop_share: float | None = None) -> QChoice:
+        """Per-layer analytic q_e; ``eta=None`` tunes η over ``eta_grid`` by validation accuracy.
+
+        ``stop_share``: see :func:`sstkit.functional.darex.analytic_q_rows` (None: the paper's full scan).
+        """
         stats = self.input_stats(unlabelled)
         if eta is not None:
-            return QChoice("analytic", analytic_qs(self.delta, stats, p, eta), eta=eta)
+            return QChoice("analytic", analytic_qs(self.delta, stats, p, eta, stop_share=stop_share), eta=eta)
         if not val:
             raise SstkitError("analytic q with eta=auto needs labelled validation data to tune eta")
         best: QChoice | None = None
         trace = []
         for candidate in eta_grid:
-            qs = analytic_qs(self.delta, stats, p, candidate)
+            qs = analytic_qs(self.delta, stats, p, candidate, stop_share=stop_share)
             value = self.mean_score("darex-q", p, qs, val, seeds)
             trace.append((candidate, value))
             if best is None or value > (best.score or -1.0):

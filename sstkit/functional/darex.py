@@ -11,7 +11,10 @@
        q_i = argmin_{q ∈ {1−p, 1−p+0.001, …, 0.998}} | η(1 − (1−p)/q)·Σ_j c_ij + η²·φ(p)·Σ_j c_ij² / (4q²) + ln(2/0.05) |,
        φ(p) = (1 − 2p) / ln((1 − p)/p)   (φ(½) = ½, its limit),
 
-   and the layer's ``q_e`` is the mean of its rows' ``q_i``. ``η`` is tuned on validation data.
+   and the layer's ``q_e`` is the mean of its rows' ``q_i``. ``η`` is tuned on validation data. Optionally
+   (``stop_share``, from the official code vengdeng/DAREx, not the paper) the upward scan of q stops once that
+   share of a layer's rows has passed its minimum, so rows whose objective keeps falling (outlier features) do not
+   drag q toward the top of the grid.
 3. **Unsupervised** (:func:`mean_abs_change` as the score of :func:`search_q`): the q that minimises the mean
    absolute change of the last hidden state against the unpruned fine-tuned model on unlabelled task text.
 
@@ -127,6 +130,7 @@ def analytic_q_rows(
     delta_bias: Tensor | None = None,
     step: float = 0.001,
     q_max: float = 0.998,
+    stop_share: float | None = None,
 ) -> Tensor:
     """Per-output-row ``q_i`` of the analytic objective (module docstring), shape ``(out_features,)``.
 
@@ -136,6 +140,8 @@ def analytic_q_rows(
         p: drop rate.
         eta: the scale η of the objective (tuned on validation data).
         delta_bias: ``δ`` of the bias, ``(out,)``; it enters as one more column with input 1.
+        stop_share: None scans the whole grid (the paper); a share in (0, 1] ends the scan at the first q where
+            that share of rows has seen its objective stop decreasing (the official code uses 0.8).
     """
     c = delta_weight.double() * mean_input.to(delta_weight.device).double().unsqueeze(0)
     if delta_bias is not None:
@@ -143,6 +149,14 @@ def analytic_q_rows(
     s1, s2 = c.sum(1, keepdim=True), c.pow(2).sum(1, keepdim=True)
     q = q_grid(p, step, q_max).to(c.device).unsqueeze(0)
     objective = (eta * (1.0 - (1.0 - p) / q) * s1 + eta**2 * phi(p) * s2 / (4.0 * q**2) + CONFIDENCE_TERM).abs()
+    if stop_share is not None and objective.shape[1] > 1:
+        if not 0.0 < stop_share <= 1.0:
+            raise SstkitError(f"analytic q: stop_share must be in (0, 1], got {stop_share}")
+        best_before = torch.cat([torch.full_like(objective[:, :1], math.inf), objective.cummin(dim=1).values[:, :-1]], 1)
+        passed = (objective >= best_before).cummax(dim=1).values  # sticky: the row has passed its minimum
+        done = (passed.double().mean(0) >= stop_share).nonzero()
+        if done.numel():
+            objective = objective[:, : int(done[0]) + 1]
     return q[0, objective.argmin(dim=1)].float()
 
 
@@ -154,13 +168,14 @@ def analytic_qs(
     fallback: float | None = None,
     step: float = 0.001,
     q_max: float = 0.998,
+    stop_share: float | None = None,
 ) -> dict[str, float]:
     """Per-tensor q for :func:`sstkit.functional.delta.darex`: the layer's ``q_e`` for its weight and bias.
 
     Args:
         delta: deltas keyed like ``<layer>.weight`` / ``<layer>.bias`` with the layer names of ``stats``.
         stats: input statistics per linear layer (:func:`collect_input_stats`).
-        p, eta, step, q_max: see :func:`analytic_q_rows`.
+        p, eta, step, q_max, stop_share: see :func:`analytic_q_rows`.
         fallback: q of delta tensors outside hooked linears (embeddings, LayerNorms); None means the mean of the
             layers' ``q_e``.
 
@@ -172,7 +187,8 @@ def analytic_qs(
         weight = delta.get(f"{layer}.weight")
         if weight is None or weight.ndim != 2 or weight.shape[1] != st.mean.numel():
             continue
-        q_e = analytic_q_rows(weight, st.mean, p, eta, delta.get(f"{layer}.bias"), step, q_max).mean().item()
+        q_e = analytic_q_rows(weight, st.mean, p, eta, delta.get(f"{layer}.bias"), step, q_max,
+                              stop_share).mean().item()
         qs[f"{layer}.weight"] = q_e
         if f"{layer}.bias" in delta:
             qs[f"{layer}.bias"] = q_e
