@@ -7,6 +7,10 @@ meant for a GPU):
     SSTKIT_DATA=../shared/data python benchmarks/sst_opt/run.py
     SSTKIT_DATA=../shared/data python benchmarks/sst_opt/run.py --scale paper
     SSTKIT_DATA=../shared/data python benchmarks/sst_opt/run.py --smoke     # 8 steps of a tiny OPT, 1 seed
+    SSTKIT_DATA=../shared/data python benchmarks/sst_opt/run.py --scale long --seeds 0 --arms full lora relora sst
+
+--scale long is the CPU model trained 4× longer (2400 steps: 48 SST iterations, 6 rounds, so every slot is
+revisited several times); its runs are named ``sst_opt_long-<arm>`` and its table is ``long/results.md``.
 
 Every arm uses the same model, tokens, schedule and seeds; only the method callback differs:
 
@@ -72,6 +76,9 @@ CPU_ARM = {
                f"{CALLBACK_ARG}restart_warmup_steps=10"],
     "sst": [f"{CALLBACK_ARG}rank=16", f"{CALLBACK_ARG}steps_per_iteration=50", f"{CALLBACK_ARG}warmup_steps=10"],
 }
+# --scale long: the CPU model 4× longer; SST keeps T3 = 50 (48 iterations, 6 rounds), ReLoRA* merges every 200.
+LONG_COMMON = ["--trainer.max_steps=2400", "--trainer.val_check_interval=300"]
+LONG_ARM = {"relora": [f"{CALLBACK_ARG}merge_every=200"]}
 METRIC = "val/ppl"
 
 
@@ -95,8 +102,10 @@ def train(runs: Path, arms: list[str], seeds: list[int], scale: str) -> None:
         # The arm's own overrides go last, so an ablation can change what the scale's method settings set.
         if scale == "smoke":
             overrides = SMOKE_COMMON + SMOKE_ARM.get(arm.split("_")[0], []) + overrides
-        elif scale == "cpu":
+        elif scale in ("cpu", "long"):
             overrides = CPU_COMMON + CPU_ARM.get(arm.split("_")[0], []) + overrides
+            if scale == "long":
+                overrides = overrides + LONG_COMMON + LONG_ARM.get(arm.split("_")[0], [])
         for seed in seeds:
             record = record_path(runs, arm, seed)
             if record.is_file() and json.loads(record.read_text()).get("status") == "finished":
@@ -167,17 +176,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (smoke: 0)")
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
     parser.add_argument("--smoke", action="store_true", help="8 steps of a tiny OPT: checks the pipeline only")
-    parser.add_argument("--scale", choices=["cpu", "paper"], default="cpu",
-                        help="cpu: 128-wide 2-layer OPT, 600 steps (default); paper: the configs as they are")
+    parser.add_argument("--scale", choices=["cpu", "long", "paper"], default="cpu",
+                        help="cpu: 128-wide 2-layer OPT, 600 steps (default); long: the same, 2400 steps; "
+                             "paper: the configs as they are")
     args = parser.parse_args()
     global PREFIX
     runs = args.runs.resolve()
     if args.smoke:
         PREFIX = "smoke-" + PREFIX
+    elif args.scale == "long":
+        PREFIX = "sst_opt_long-"
     seeds = args.seeds or ([0] if args.smoke else [0, 1, 2])
     train(runs, args.arms, seeds, "smoke" if args.smoke else args.scale)
     add_derived_metrics(runs, args.arms, seeds)
-    plot(perplexity_curves(runs, args.arms, seeds), runs / "ppl_vs_steps.png" if args.smoke else HERE / "ppl_vs_steps.png")
+    figure = {"cpu": HERE / "ppl_vs_steps.png", "long": HERE / "long" / "ppl_vs_steps.png"}.get(args.scale)
+    plot(perplexity_curves(runs, args.arms, seeds), runs / "ppl_vs_steps.png" if args.smoke or not figure else figure)
     if args.smoke:
         # The committed tables come from real runs only: a smoke run prints its table instead of writing it.
         spec = yaml.safe_load((HERE / "spec.yaml").read_text())
@@ -186,7 +199,7 @@ def main() -> None:
         (runs / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
         sstkit("table", str(runs / "spec.yaml"), "--print")
     else:
-        sstkit("table", str(HERE / "spec.yaml"))
+        sstkit("table", str(HERE / ("long/spec.yaml" if args.scale == "long" else "spec.yaml")))
 
 
 if __name__ == "__main__":
