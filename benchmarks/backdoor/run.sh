@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Expose Before You Defend on MiniLM / SST-2: poisoned + clean models, clean unlearning, detection, removal.
-# Usage: [SIZE=tiny|small|full] bash benchmarks/backdoor/run.sh [seeds...]   (default: SIZE=small, seed 0)
+# Usage: [SIZE=tiny|small|full] [DATASET=sst2|agnews] bash benchmarks/backdoor/run.sh [seeds...]
+#        (default: SIZE=small, DATASET=sst2, seed 0; AG News runs go to backdoor_bench/<SIZE>-agnews, target label 0)
 # CPU-sized by default (2,000 training sentences, max_length 48, 1 epoch, 400 test sentences, 60 CUL steps); it ends
 # by rebuilding the four tables with `sstkit table`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SEEDS=("${@:-0}")
+DATASET=${DATASET:-sst2}
 ROOT=${SSTKIT_RUNS:-benchmarks/backdoor/runs}/backdoor_bench/${SIZE:-small}
+TARGET=1
+if [[ $DATASET == agnews ]]; then ROOT=$ROOT-agnews; TARGET=0; fi
 SSTKIT=${SSTKIT:-.venv/bin/sstkit}
 if [[ "${SIZE:-small}" == tiny ]]; then   # a 2-layer, 64-wide random BERT: the pipeline end to end in minutes
   FIT=(--data.init_args.base.init_args.limit_train_samples 2000 --data.init_args.base.init_args.max_length 48
@@ -24,18 +28,20 @@ else
   EVAL=(--eval-samples 400); LEN=48; STEPS=60; SCAN=(--num-candidates 8 --scan-samples 64); EPOCHS=1
   CUL_LR=1e-5; RM_LR=2e-5
 fi
+# News articles are longer than SST-2 sentences: 48 tokens would cut off many inserted triggers.
+if [[ $DATASET == agnews && ${SIZE:-small} != full ]]; then LEN=64; FIT+=(--data.init_args.base.init_args.max_length 64); fi
 for seed in "${SEEDS[@]}"; do
   for model in badnets clean addsent; do
-    cfg=configs/bert/sst2/backdoor_$model.yaml
+    cfg=configs/bert/$DATASET/backdoor_$model.yaml
     run=(--config "$cfg" --run_root "$ROOT" --seed_everything "$seed" "${FIT[@]}")
-    ckpt=$ROOT/bert-sst2-backdoor-$model/seed$seed/checkpoints/last.ckpt
+    ckpt=$ROOT/bert-$DATASET-backdoor-$model/seed$seed/checkpoints/last.ckpt
     [[ -f $ckpt ]] || "$SSTKIT" fit "${run[@]}"
     "$SSTKIT" test "${run[@]}" --ckpt_path "$ckpt"
     attack=$model; [[ $model == clean ]] && attack=badnets   # a clean model's ASR is measured with BadNets words
     tag=backdoored; [[ $model == clean ]] && tag=clean
     out=$ROOT/ebyd/$model/seed$seed
-    common=(--model "$ckpt" --dataset sst2 --defense-samples 200 --max-length $LEN "${EVAL[@]}" --attack "$attack"
-            --target-label 1 --seed "$seed" --tag "$tag")
+    common=(--model "$ckpt" --dataset "$DATASET" --defense-samples 200 --max-length $LEN "${EVAL[@]}" --attack "$attack"
+            --target-label $TARGET --seed "$seed" --tag "$tag")
     "$SSTKIT" backdoor expose "${common[@]}" --method cul --lr $CUL_LR --max-steps $STEPS --check-every ${CHECK:-4} --out "$out/expose"
     "$SSTKIT" backdoor detect "${common[@]}" --exposed "$out/expose" --rounds 2 "${SCAN[@]}" \
       --out "$out/detect/summary.json"
