@@ -2,7 +2,7 @@
 # Expose Before You Defend on MiniLM / SST-2: poisoned + clean models, clean unlearning, detection, removal.
 # Usage: [SIZE=tiny|small|full] [DATASET=sst2|agnews] bash benchmarks/backdoor/run.sh [seeds...]
 #        (default: SIZE=small, DATASET=sst2, seed 0; AG News runs go to backdoor_bench/<SIZE>-agnews, target label 0)
-# CPU-sized by default (2,000 training sentences, max_length 48, 1 epoch, 400 test sentences, 60 CUL steps); it ends
+# CPU-sized by default (3,000 training sentences, max_length 48, 2 epochs, 400 test sentences, 60 CUL steps); it ends
 # by rebuilding the four tables with `sstkit table`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,8 +22,8 @@ if [[ "${SIZE:-small}" == tiny ]]; then   # a 2-layer, 64-wide random BERT: the 
 elif [[ "${SIZE:-small}" == full ]]; then
   FIT=(); EVAL=(); LEN=64; STEPS=600; SCAN=(--num-candidates 20 --scan-samples 128); EPOCHS=3; CUL_LR=1e-5; RM_LR=2e-5
 else
-  FIT=(--data.init_args.base.init_args.limit_train_samples 2000 --data.init_args.base.init_args.max_length 48
-       --data.init_args.base.init_args.limit_eval_samples 400 --trainer.max_epochs 1 --model.init_args.lr 1.0e-4
+  FIT=(--data.init_args.base.init_args.limit_train_samples 3000 --data.init_args.base.init_args.max_length 48
+       --data.init_args.base.init_args.limit_eval_samples 400 --trainer.max_epochs 2 --model.init_args.lr 1.0e-4
        --trainer.limit_val_batches 0)
   EVAL=(--eval-samples 400); LEN=48; STEPS=60; SCAN=(--num-candidates 8 --scan-samples 64); EPOCHS=1
   CUL_LR=1e-5; RM_LR=2e-5
@@ -53,3 +53,5 @@ for seed in "${SEEDS[@]}"; do
   done
 done
 for spec in spec spec_expose spec_detect spec_remove; do "$SSTKIT" table "benchmarks/backdoor/$spec.yaml"; done
+AUROC_OUT=benchmarks/backdoor/detect_auroc; [[ $DATASET == agnews ]] && AUROC_OUT=benchmarks/backdoor/agnews_detect_auroc
+"$(dirname "$SSTKIT")/python" benchmarks/backdoor/auroc.py "$ROOT/ebyd" --out "$AUROC_OUT"
