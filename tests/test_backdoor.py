@@ -192,6 +192,19 @@ def test_scan_finds_planted_trigger(backdoored: dict) -> None:
         assert exposed_scan.label == 1 and exposed_scan.best.token_id == backdoored["cf"]
 
 
+def test_margin_objective_does_not_saturate() -> None:
+    from sstkit.functional.backdoor_scan import toward_label_loss
+
+    logits = torch.tensor([[-20.0, 20.0, 0.0]], requires_grad=True)  # already label 1, by far
+    (ce_grad,) = torch.autograd.grad(toward_label_loss(logits, 1, "ce"), logits)
+    (margin_grad,) = torch.autograd.grad(toward_label_loss(logits, 1, "margin"), logits)
+    assert ce_grad.abs().max() < 1e-6 and margin_grad[0, 1] == -1.0
+    ce = toward_label_loss(logits.detach(), 1, "ce")
+    assert torch.isclose(ce, F.cross_entropy(logits.detach(), torch.tensor([1]), reduction="sum"))
+    with pytest.raises(SstkitError, match="objective"):
+        toward_label_loss(logits, 1, "hinge")
+
+
 def test_removal_lowers_asr(backdoored: dict) -> None:
     model, defense, tok = copy.deepcopy(backdoored["model"]), backdoored["defense"], backdoored["tokenizer"]
     before = attack_success_rate(model, backdoored["triggered"], 1)

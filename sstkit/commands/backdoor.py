@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--threshold", type=float, default=0.5, help="flag a model whose best flip rate exceeds it")
     detect.add_argument("--num-candidates", type=int, default=20)
     detect.add_argument("--rounds", type=int, default=2)
+    detect.add_argument("--objective", choices=("margin", "ce"), default="margin",
+                        help="loss whose embedding gradient ranks the tokens (margin does not saturate)")
     detect.add_argument("--scan-samples", type=int, default=128, help="defense rows used by the scan")
     detect.add_argument("--out", required=True, help="JSON report file")
     remove = sub.add_parser("remove", help="unlearn the recovered trigger, or prune by exposed-model masks")
@@ -139,6 +141,7 @@ def expose_main(args: argparse.Namespace) -> int:
 def _scan(model: Any, sets: EvalSets, args: argparse.Namespace, tokenizer: Any, fallback: Any = None) -> dict[str, Any]:
     scan = scan_triggers(model, sets.scan, model.num_labels, allowed=vocabulary_mask(tokenizer), fallback=fallback,
                          num_candidates=args.num_candidates, rounds=args.rounds, seed=args.seed,
+                         objective=args.objective,
                          placeholder_id=tokenizer.mask_token_id or tokenizer.unk_token_id,
                          pad_id=tokenizer.pad_token_id or 0)
     out = scan.as_dict()

@@ -1,8 +1,10 @@
 """Trigger recovery, label detection and model detection by a first-order scan of the whole vocabulary.
 
 For a candidate target label t, the scan inserts a placeholder token at a random position of every defense input
-x_i that is neither labelled nor predicted t, and reads the gradient g_i of CE(f(x_i), t) with respect to the
-input embedding at that position. Replacing the placeholder by token v changes the loss by about
+x_i that is neither labelled nor predicted t, and reads the gradient g_i of a loss toward t with respect to the
+input embedding at that position: the cross-entropy CE(f(x_i), t) (``objective="ce"``), or the negative logit
+margin −(z_t − logsumexp_{j≠t} z_j) (``"margin"``, the default), which does not saturate where the model already
+predicts t — as an exposed model that collapsed onto t does for every input. Replacing the placeholder by token v changes the loss by about
 (e_v − e_cur) · g_i (HotFlip, Ebrahimi et al. 2018), so the candidates are the top-k tokens of
 
     s_v = − e_v · Σ_i g_i                      (whole vocabulary, one matrix product),
@@ -124,9 +126,23 @@ def flippable(model: nn.Module, batches: list[Batch], label: int, logits_fn: Log
     return out
 
 
+OBJECTIVES = ("margin", "ce")
+
+
+def toward_label_loss(logits: Tensor, label: int, objective: str = "margin") -> Tensor:
+    """Summed loss whose descent moves ``logits`` toward ``label``: CE, or the negative logit margin."""
+    if objective == "ce":
+        target = torch.full((logits.shape[0],), label, device=logits.device, dtype=torch.long)
+        return F.cross_entropy(logits, target, reduction="sum")
+    if objective != "margin":
+        raise SstkitError(f"scan objective must be one of {OBJECTIVES}, got {objective!r}")
+    others = torch.cat([logits[:, :label], logits[:, label + 1 :]], dim=1)
+    return -(logits[:, label] - others.logsumexp(dim=1)).sum()
+
+
 def token_gradient(model: nn.Module, batches: list[Batch], label: int,
-                   logits_fn: LogitsFn = default_logits) -> Tensor:
-    """Σ_i ∂CE(f(x_i), label)/∂e at each row's ``trigger_pos``: shape (embedding dim,)."""
+                   logits_fn: LogitsFn = default_logits, objective: str = "margin") -> Tensor:
+    """Σ_i ∂loss(f(x_i), label)/∂e at each row's ``trigger_pos`` (:func:`toward_label_loss`): shape (dim,)."""
     emb, device = input_embedding(model), model_device(model)
     captured: dict[str, Tensor] = {}
 
@@ -143,9 +159,7 @@ def token_gradient(model: nn.Module, batches: list[Batch], label: int,
     try:
         for batch in batches:
             batch = to_device(batch, device)
-            logits = logits_fn(model, batch).float()
-            target = torch.full((logits.shape[0],), label, device=device, dtype=torch.long)
-            F.cross_entropy(logits, target, reduction="sum").backward()
+            toward_label_loss(logits_fn(model, batch).float(), label, objective).backward()
             grads = captured["out"].grad
             total += grads[torch.arange(grads.shape[0], device=device), batch["trigger_pos"]].sum(0)
         model.zero_grad(set_to_none=True)
@@ -159,7 +173,7 @@ def token_gradient(model: nn.Module, batches: list[Batch], label: int,
 def scan_label(model: nn.Module, batches: list[Batch], label: int, allowed: Tensor | None = None,
                num_candidates: int = 20, rounds: int = 2, placeholder_id: int = 0, pad_id: int = 0,
                min_inputs: int = 8, seed: int = 0, fallback: nn.Module | None = None,
-               logits_fn: LogitsFn = default_logits) -> LabelScan:
+               logits_fn: LogitsFn = default_logits, objective: str = "margin") -> LabelScan:
     """The top ``num_candidates`` first-order tokens toward ``label``, verified by flip rate, best first.
 
     Args:
@@ -177,7 +191,10 @@ def scan_label(model: nn.Module, batches: list[Batch], label: int, allowed: Tens
             ``label``), ``model`` still proposes the candidates but ``fallback`` (the original model) picks the
             inputs and verifies the flips.
         logits_fn: how to get logits from ``model`` and a batch.
+        objective: ``margin`` or ``ce``, the loss whose gradient ranks the tokens (module docstring).
     """
+    if objective not in OBJECTIVES:
+        raise SstkitError(f"scan objective must be one of {OBJECTIVES}, got {objective!r}")
     verifier, where = model, "self"
     inputs = flippable(model, batches, label, logits_fn)
     count = sum(int(b["labels"].numel()) for b in inputs)
@@ -192,7 +209,7 @@ def scan_label(model: nn.Module, batches: list[Batch], label: int, allowed: Tens
     verified: dict[int, Candidate] = {}
     current = placeholder_id
     for _ in range(max(1, rounds)):
-        grad = token_gradient(model, insert_tokens(inputs, [current], seed, pad_id), label, logits_fn)
+        grad = token_gradient(model, insert_tokens(inputs, [current], seed, pad_id), label, logits_fn, objective)
         scores = -(weight @ grad.to(weight.dtype)).float().cpu()
         if allowed is not None:
             scores = scores.masked_fill(~allowed.cpu()[: len(scores)], float("-inf"))
