@@ -4,6 +4,8 @@ Run from the repository root (sized for a shared 2-core CPU; see README.md for t
 
     SSTKIT_DATA=../shared/data nice -n 10 .venv/bin/python benchmarks/darex/run.py
 
+Fine-tuned checkpoints and finished evaluations are reused, so adding a seed or a λ only runs what is new.
+
 Step 1 fine-tunes all-MiniLM-L6-v2 with ``sstkit fit`` (configs/bert/sst2/finetune.yaml, or adamr.yaml for the
 AdamR arms) on a seeded subset of SST-2's train.tsv, with a learning rate and length large enough for sizeable
 deltas. Step 2 splits test.tsv into a validation half (q / η choice, rows 0–435) and a test half (rows 436–871),
@@ -59,6 +61,12 @@ def write(runs: Path, model_name: str, ft_seed: int, arm: str, p: float | None, 
     (folder / "summary.json").write_text(json.dumps(record, indent=2))
 
 
+def done_marker(runs: Path, model_name: str, ft_seed: int, args: argparse.Namespace) -> Path:
+    """Written when a model's evaluation finished; names the drop rates and mask seeds it covered."""
+    tag = "-".join(f"{p:g}" for p in args.p)
+    return runs / "eval" / model_name / f".done-ft{ft_seed}-p{tag}-m{args.mask_seeds}"
+
+
 def evaluate(runs: Path, ckpt: Path, model_name: str, ft_seed: int, args: argparse.Namespace) -> None:
     from sstkit.commands.classifier_io import accuracy, load_classifier, make_batches, read_texts
     from sstkit.commands.delta_session import DeltaSession
@@ -101,6 +109,7 @@ def evaluate(runs: Path, ckpt: Path, model_name: str, ft_seed: int, args: argpar
                 write(runs, model_name, ft_seed, arm, p, seed, acc, extra)
             print(f"{model_name} seed{ft_seed} p={p} {arm}: q={extra['q']:.4f}", flush=True)
         print(f"{model_name} p={p}: {time.perf_counter() - start:.0f} s", flush=True)
+    done_marker(runs, model_name, ft_seed, args).touch()
 
 
 def main() -> None:
@@ -132,6 +141,9 @@ def main() -> None:
         for optimizer, lam in arms:
             ckpt = finetune(args.runs, optimizer, lam, seed, args)
             name = "Adam" if optimizer == "adam" else f"AdamR λ={lam:g}"
+            if done_marker(args.runs, name, seed, args).is_file():
+                print(f"{name} seed{seed}: evaluated earlier, skipping", flush=True)
+                continue
             evaluate(args.runs, ckpt, name, seed, args)
     subprocess.run([*SSTKIT, "table", str(HERE / "spec.yaml")], check=True, cwd=REPO)
 
