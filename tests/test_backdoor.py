@@ -261,12 +261,16 @@ def test_unlearn_takes_every_strong_candidate_of_the_detected_label(tmp_path: Pa
                           "scans": [scan(0, [0.99, 0.9]), scan(1, [0.95, 0.9, 0.3, 0.6])]}}
     path = tmp_path / "detect.json"
     path.write_text(json.dumps(report))
-    args = argparse.Namespace(trigger=None, detect_report=str(path), min_flip_ratio=0.5, max_triggers=5)
+    args = argparse.Namespace(trigger=None, detect_report=str(path), min_flip_ratio=0.5, max_triggers=5,
+                              trigger_source="exposed")
     assert _triggers(args, None) == [[10], [11], [13]]  # label 1 only; 0.3 < 0.5 × 0.95
     args.max_triggers = 2
     assert _triggers(args, None) == [[10], [11]]
     args.min_flip_ratio = 1.0
     assert _triggers(args, None) == [[10]]
+    args.trigger_source = "original"
+    with pytest.raises(SstkitError, match="original scan recovered no trigger"):
+        _triggers(args, None)
 
 
 # --- the CUL callback in a `sstkit fit` run -----------------------------------------------------------------

@@ -46,8 +46,10 @@ for seed in "${SEEDS[@]}"; do
     "$SSTKIT" backdoor detect "${common[@]}" --exposed "$out/expose" --rounds 2 "${SCAN[@]}" \
       --out "$out/detect/summary.json"
     if [[ $model != clean ]]; then
-      "$SSTKIT" backdoor remove "${common[@]}" --method unlearn --detect-report "$out/detect/summary.json" \
-        --lr $RM_LR --epochs $EPOCHS --out "$out/unlearn"
+      for source in exposed original; do   # EBYD's exposed-scan triggers vs the same removal without exposure
+        "$SSTKIT" backdoor remove "${common[@]}" --method unlearn --detect-report "$out/detect/summary.json" \
+          --trigger-source $source --lr $RM_LR --epochs $EPOCHS --out "$out/unlearn-$source"
+      done
       "$SSTKIT" backdoor remove "${common[@]}" --method prune --exposed "$out/expose" --epochs $EPOCHS --out "$out/prune"
     fi
   done

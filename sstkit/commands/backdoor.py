@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--exposed", default=None, help="exposed model folder (needed by prune)")
     remove.add_argument("--detect-report", default=None, help="detect's JSON report (the trigger for unlearn)")
     remove.add_argument("--trigger", nargs="+", default=None, help="trigger tokens for unlearn (instead of a report)")
+    remove.add_argument("--trigger-source", choices=("exposed", "original"), default="exposed",
+                        help="unlearn: the triggers of the exposed model's scan (EBYD) or of the original model's")
     remove.add_argument("--min-flip-ratio", type=float, default=0.5,
                         help="unlearn: also unlearn candidates flipping at least this share of the best one's rate")
     remove.add_argument("--max-triggers", type=int, default=5, help="unlearn: at most this many recovered triggers")
@@ -194,10 +196,13 @@ def _triggers(args: argparse.Namespace, tokenizer: Any) -> list[list[int]]:
     if not path.is_file():
         raise SstkitError(f"--detect-report {path}: no such file")
     report = json.loads(path.read_text())
-    scan = report.get("exposed") or report.get("original") or {}
+    if args.trigger_source == "exposed" and not report.get("exposed"):
+        raise SstkitError(f"--detect-report {path} has no exposed scan (detect ran without --exposed); "
+                          "use --trigger-source original")
+    scan = report.get(args.trigger_source) or {}
     best = scan.get("best")
     if not best:
-        raise SstkitError(f"--detect-report {path}: the scan recovered no trigger (no 'best' entry)")
+        raise SstkitError(f"--detect-report {path}: the {args.trigger_source} scan recovered no trigger (no 'best' entry)")
     label_scan = next((s for s in scan.get("scans", []) if s.get("label") == scan.get("label")), {})
     floor = args.min_flip_ratio * float(best["flip_rate"])
     strong = [c for c in label_scan.get("candidates", []) if float(c["flip_rate"]) >= floor]
