@@ -53,9 +53,13 @@ def lora_finetune(runs: Path, name: str, backbone: str, args: argparse.Namespace
 
 
 def evolve(out: Path, steps: int, args: argparse.Namespace) -> float:
-    """Continued MLM training of MiniLM for ``steps`` steps; writes an HF encoder folder; returns ‖θ_t − θ_0‖."""
+    """Continued training of MiniLM for ``steps`` steps; writes an HF encoder folder; returns ‖θ_t − θ_0‖.
+
+    ``--evolve-objective simcse`` (default) continues MiniLM's own kind of training, contrastive sentence
+    embeddings (unsupervised SimCSE: two dropout views of each sentence are positives, the batch the negatives);
+    ``mlm`` trains masked-language modelling through a fresh MLM head (MiniLM ships without one).
+    """
     import torch
-    from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
 
     from sstkit.commands.classifier_io import read_texts
     from sstkit.models.backbones import load_encoder, load_tokenizer
@@ -65,33 +69,79 @@ def evolve(out: Path, steps: int, args: argparse.Namespace) -> float:
     torch.manual_seed(0)
     tokenizer = load_tokenizer("minilm")
     base = load_encoder("minilm")
-    mlm = BertForMaskedLM(BertConfig(**base.config.to_dict()))
-    mlm.bert.load_state_dict(base.state_dict(), strict=False)
-    mlm.tie_weights()
     initial = {k: v.clone() for k, v in base.state_dict().items()}
     sst, _ = read_texts(Path(args.data) / "sst2" / "train.tsv", limit=20000, offset=20000)
     agnews = [line.split("\t")[0] for line in (Path(args.data) / "agnews" / "train.tsv").read_text().splitlines()[:20000]]
     texts = [t for pair in zip(sst, agnews, strict=False) for t in pair]
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-    optimizer = torch.optim.AdamW(mlm.parameters(), lr=args.evolve_lr)
-    mlm.train()
     generator = torch.Generator().manual_seed(0)
-    for step in range(steps):
-        idx = torch.randint(len(texts), (args.batch_size,), generator=generator).tolist()
-        enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=args.max_length)
-        batch = collate([{"input_ids": ids} for ids in enc["input_ids"]])
-        loss = mlm(**batch).loss
+
+    def batches(n: int):
+        for step in range(n):
+            idx = torch.randint(len(texts), (args.batch_size,), generator=generator).tolist()
+            yield step, tokenizer([texts[i] for i in idx], truncation=True, max_length=args.max_length,
+                                  padding=True, return_tensors="pt")
+
+    encoder = evolve_simcse(base, batches(steps), args) if args.evolve_objective == "simcse" else \
+        evolve_mlm(base, tokenizer, batches, steps, args)
+    encoder.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    evolved = load_encoder(str(out)).state_dict()
+    norm = sum(float((evolved[k].float() - v.float()).pow(2).sum()) for k, v in initial.items()) ** 0.5
+    (out / "norm.json").write_text(json.dumps({"delta_norm": norm, "steps": steps, "objective": args.evolve_objective}))
+    return norm
+
+
+def evolve_simcse(encoder, batches, args: argparse.Namespace):
+    """Unsupervised SimCSE on mean-pooled embeddings (temperature 0.05); returns the trained encoder."""
+    import torch
+    import torch.nn.functional as F
+
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.evolve_lr)
+    encoder.train()  # dropout makes the two views differ
+    for step, batch in batches:
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        views = [F.normalize((encoder(**batch).last_hidden_state * mask).sum(1) / mask.sum(1), dim=-1) for _ in range(2)]
+        loss = F.cross_entropy(views[0] @ views[1].T / 0.05, torch.arange(len(mask)))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if step % 50 == 0:
-            print(f"evolve {steps}: step {step} mlm loss {loss.item():.3f}", flush=True)
-    mlm.bert.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    evolved = load_encoder(str(out)).state_dict()
-    norm = sum(float((evolved[k].float() - v.float()).pow(2).sum()) for k, v in initial.items()) ** 0.5
-    (out / "norm.json").write_text(json.dumps({"delta_norm": norm, "steps": steps}))
-    return norm
+            print(f"evolve (simcse): step {step} loss {loss.item():.3f}", flush=True)
+    return encoder.eval()
+
+
+def evolve_mlm(base, tokenizer, batches, steps: int, args: argparse.Namespace):
+    """MLM through a fresh head, trained alone first (``--head-warmup`` steps at ``--head-lr``)."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
+
+    mlm = BertForMaskedLM(BertConfig(**base.config.to_dict()))
+    mlm.bert.load_state_dict(base.state_dict(), strict=False)
+    mlm.tie_weights()
+    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+
+    def train(n: int, params: list, lr: float, tag: str) -> None:
+        optimizer = torch.optim.AdamW(params, lr=lr)
+        mlm.train()
+        for step, enc in batches(n):
+            batch = collate([{"input_ids": ids[m.bool()]} for ids, m in zip(enc["input_ids"], enc["attention_mask"], strict=True)])
+            loss = mlm(**batch).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if step % 50 == 0:
+                print(f"evolve {steps} ({tag}): step {step} mlm loss {loss.item():.3f}", flush=True)
+
+    # Gradients through a random head wreck the encoder instead of evolving it: train the head alone first.
+    encoder_params = list(mlm.bert.parameters())
+    head_params = [p for n, p in mlm.named_parameters() if not n.startswith("bert.")]
+    for param in encoder_params:
+        param.requires_grad_(False)
+    train(args.head_warmup, head_params, args.head_lr, "head warm-up")
+    for param in encoder_params:
+        param.requires_grad_(True)
+    train(steps, list(mlm.parameters()), args.evolve_lr, "evolution")
+    return mlm.bert
 
 
 def write(runs: Path, arm: str, steps: int, acc: float, extra: dict) -> None:
@@ -107,8 +157,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=HERE / "runs")
     parser.add_argument("--data", default=None, help="data folder (default $SSTKIT_DATA)")
-    parser.add_argument("--evolve-steps", type=int, nargs="+", default=[100, 400])
-    parser.add_argument("--evolve-lr", type=float, default=1e-4)
+    parser.add_argument("--evolve-steps", type=int, nargs="+", default=[100, 300])
+    parser.add_argument("--evolve-lr", type=float, default=2e-5)
+    parser.add_argument("--evolve-objective", choices=("simcse", "mlm"), default="simcse")
+    parser.add_argument("--head-warmup", type=int, default=100, help="mlm: head-only steps before each evolution")
+    parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head warm-up")
     parser.add_argument("--batch-size", type=int, default=16, help="batch size of the MLM evolution")
     parser.add_argument("--train-samples", type=int, default=1000, help="SST-2 sentences of each LoRA fine-tuning")
     parser.add_argument("--test-samples", type=int, default=436, help="first rows of test.tsv evaluated")
