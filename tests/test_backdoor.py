@@ -249,6 +249,10 @@ def test_backdoor_command_end_to_end(backdoored: dict, data_dir: Path, tmp_path:
                           "--out", str(tmp_path / "pr")]) == 0
     removed = json.loads((tmp_path / "pr" / "summary.json").read_text())
     assert {"original/asr", "removed/asr", "removed/ca"} <= set(removed["metrics"])
+    bad_device = "cuda:0" if not torch.cuda.is_available() else "gpu"
+    with pytest.raises(SstkitError, match="--device"):
+        backdoor_main(["expose", *common, "--device", bad_device, "--out", str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()
 
 
 def test_unlearn_takes_every_strong_candidate_of_the_detected_label(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Expose Before You Defend on MiniLM / SST-2: poisoned + clean models, clean unlearning, detection, removal.
-# Usage: [SIZE=tiny|small|full] [DATASET=sst2|agnews] bash benchmarks/backdoor/run.sh [seeds...]
+# Usage: [SIZE=tiny|small|full] [DATASET=sst2|agnews] [TABLES=0] bash benchmarks/backdoor/run.sh [seeds...]
 #        (default: SIZE=small, DATASET=sst2, seed 0; AG News runs go to backdoor_bench/<SIZE>-agnews, target label 0)
 # CPU-sized by default (3,000 training sentences, max_length 48, 2 epochs, 400 test sentences, 60 CUL steps); it ends
-# by rebuilding the four tables with `sstkit table`.
+# by rebuilding the four tables with `sstkit table` and the AUROC table (TABLES=0 skips that: parallel runs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SEEDS=("${@:-0}")
@@ -54,6 +54,7 @@ for seed in "${SEEDS[@]}"; do
     fi
   done
 done
+[[ ${TABLES:-1} == 0 ]] && exit 0
 for spec in spec spec_expose spec_detect spec_remove; do "$SSTKIT" table "benchmarks/backdoor/$spec.yaml"; done
 AUROC_OUT=benchmarks/backdoor/detect_auroc; [[ $DATASET == agnews ]] && AUROC_OUT=benchmarks/backdoor/agnews_detect_auroc
 "$(dirname "$SSTKIT")/python" benchmarks/backdoor/auroc.py "$ROOT/ebyd" --out "$AUROC_OUT"

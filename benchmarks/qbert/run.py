@@ -49,9 +49,9 @@ DEFAULT_QAT_STEPS = 10
 
 
 def finetune(args: argparse.Namespace) -> Path:
-    ckpt = RUNS / "finetune" / "seed0" / "checkpoints" / "last.ckpt"
+    ckpt = args.runs / "finetune" / "seed0" / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
-        cmd = [sys.executable, "-m", "sstkit", "fit", "--config", str(CONFIG), "--run_root", str(RUNS),
+        cmd = [sys.executable, "-m", "sstkit", "fit", "--config", str(CONFIG), "--run_root", str(args.runs),
                "--name", "finetune", "--data.init_args.limit_train_samples", str(args.train_samples),
                "--data.init_args.max_length", str(args.max_length), "--trainer.limit_val_batches", "4"]
         print("+", " ".join(cmd), flush=True)
@@ -65,7 +65,7 @@ def quantize(ckpt: Path, name: str, seed: int, args: argparse.Namespace, *extra:
     # QAT runs of another length than the default sit in runs/qat<N>/ beside the default ones (the table keeps
     # them apart by its "QAT steps" column).
     steps = int(extra[extra.index("--qat-steps") + 1]) if "--qat-steps" in extra else 0
-    folder = RUNS / f"qat{steps}" if steps and steps != DEFAULT_QAT_STEPS else RUNS
+    folder = args.runs / f"qat{steps}" if steps and steps != DEFAULT_QAT_STEPS else args.runs
     out = folder / name / f"seed{seed}"
     if (out / "summary.json").is_file():
         return  # finished earlier: rerunning the script only fills in what is missing
@@ -101,9 +101,9 @@ def omega_report(omega_state: dict) -> None:
 
 
 def cost_report(args: argparse.Namespace) -> None:
-    hessian = json.loads((RUNS / "hessian" / "seed0" / "summary.json").read_text())["metrics"]
-    finetune = json.loads((RUNS / "finetune" / "seed0" / "summary.json").read_text())
-    qat = [json.loads(p.read_text()) for p in (RUNS / "mixed-omega").glob("seed*/summary.json")]
+    hessian = json.loads((args.runs / "hessian" / "seed0" / "summary.json").read_text())["metrics"]
+    finetune = json.loads((args.runs / "finetune" / "seed0" / "summary.json").read_text())
+    qat = [json.loads(p.read_text()) for p in (args.runs / "mixed-omega").glob("seed*/summary.json")]
     steps_per_epoch = math.ceil(args.train_samples / 32)
     per_step = [r["metrics"]["qat_s"] / r["config"]["qat_steps"] for r in qat]
     qat_epoch = sum(per_step) / len(per_step) * steps_per_epoch
@@ -130,6 +130,7 @@ def cost_report(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=Path, default=RUNS, help="run folder (spec.yaml reads runs/)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--qat-steps", type=int, default=DEFAULT_QAT_STEPS)
     parser.add_argument("--train-samples", type=int, default=4000)
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--worker", default="0/1", help="k/n: run every n-th job from the k-th (parallel workers).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of this process.")
     parser.add_argument("--report-only", action="store_true", help="Only write omega/cost reports and the table.")
+    parser.add_argument("--no-report", action="store_true", help="Skip the reports and the table (e.g. on a GPU box).")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -149,7 +151,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     k, n = (int(x) for x in args.worker.split("/"))
     ckpt = finetune(args)
-    omega_file = RUNS / "hessian" / "seed0" / "omega.json"
+    omega_file = args.runs / "hessian" / "seed0" / "omega.json"
     if not args.report_only:
         if k == 0:
             quantize(ckpt, "hessian", 0, args, "--bits", "2/3", "--qat-steps", "0",
@@ -164,7 +166,7 @@ def main() -> None:
                 time.sleep(10)
             quantize(ckpt, name, seed, args, "--bits", bits, "--order", order, "--groups", str(groups),
                      "--omega", str(omega_file), "--qat-steps", str(args.qat_steps if qat else 0))
-    if k == 0 and n == 1 or args.report_only:
+    if (k == 0 and n == 1 or args.report_only) and not args.no_report:
         omega_report(json.loads(omega_file.read_text()))
         cost_report(args)
         subprocess.run([sys.executable, "-m", "sstkit", "table", str(HERE / "spec.yaml")], check=True, cwd=REPO)

@@ -52,6 +52,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-label", type=int, default=1, help="the attack's target (measurement only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="", help="free text stored in the report's config (e.g. backdoored / clean)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(path: str, args: argparse.Namespace) -> Any:
+    """:func:`load_classifier` on ``--device`` (``auto``: the GPU when there is one)."""
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        target = torch.device(device)
+    except RuntimeError as err:
+        raise SstkitError(f"--device {args.device!r}: not a device name (auto, cpu, cuda, cuda:N)") from err
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise SstkitError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    return load_classifier(path).to(target)
+
+
 def _measure(model: Any, sets: EvalSets) -> dict[str, float]:
     out = {"ca": prediction_stats(model, sets.test).accuracy}
     if sets.triggered:
@@ -119,7 +136,7 @@ def _write(path: Path, report: dict[str, Any]) -> None:
 
 
 def expose_main(args: argparse.Namespace) -> int:
-    model = load_classifier(args.model)
+    model = _load(args.model, args)
     sets = load_eval_sets(args, backbone_of(model))
     before = _measure(model, sets)
     rule = StopRule(args.collapse_share, args.min_accuracy)
@@ -163,13 +180,13 @@ def _scan(model: Any, sets: EvalSets, args: argparse.Namespace, tokenizer: Any, 
 
 
 def detect_main(args: argparse.Namespace) -> int:
-    model = load_classifier(args.model)
+    model = _load(args.model, args)
     tokenizer = load_tokenizer(backbone_of(model))
     sets = load_eval_sets(args, backbone_of(model), scan_samples=args.scan_samples)
     report: dict[str, Any] = {"original": _scan(model, sets, args, tokenizer)}
     metrics = {"original/score": report["original"]["score"]}
     if args.exposed:
-        exposed = load_classifier(args.exposed)
+        exposed = _load(args.exposed, args)
         report["exposed"] = _scan(exposed, sets, args, tokenizer, fallback=model)
         report["collapse_label"] = prediction_stats(exposed, sets.defense).majority
         metrics["exposed/score"] = report["exposed"]["score"]
@@ -211,7 +228,7 @@ def _triggers(args: argparse.Namespace, tokenizer: Any) -> list[list[int]]:
 
 
 def remove_main(args: argparse.Namespace) -> int:
-    model = load_classifier(args.model)
+    model = _load(args.model, args)
     tokenizer = load_tokenizer(backbone_of(model))
     sets = load_eval_sets(args, backbone_of(model))
     before, extra = _measure(model, sets), {}
@@ -224,7 +241,7 @@ def remove_main(args: argparse.Namespace) -> int:
     else:
         if not args.exposed:
             raise SstkitError("remove --method prune needs --exposed (the folder written by `sstkit backdoor expose`)")
-        exposed = load_classifier(args.exposed)
+        exposed = _load(args.exposed, args)
         masks = NeuronMasks(exposed, tuple(args.units))
         extra["mask_losses"] = learn_masks(exposed, masks, sets.defense, lr=args.mask_lr, epochs=args.epochs,
                                            seed=args.seed)
