@@ -150,6 +150,7 @@ def quantize_main(argv: list[str]) -> int:
                    "activation_bits": args.activation_bits, "embedding_bits": args.embedding_bits,
                    "checkpoint": str(args.checkpoint), "seed_everything": args.seed, "data": config["data"]},
         "metrics": metrics, "wall_time_s": round(time.perf_counter() - start, 3),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
     (out / "summary.json").write_text(json.dumps(record, indent=2))
     print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test/")))

@@ -45,7 +45,12 @@ ARMS = {
 }
 
 
-DEFAULT_QAT_STEPS = 10
+DEFAULT_QAT_STEPS = 150
+
+
+def qat_folder(runs: Path, steps: int) -> Path:
+    """Where runs with ``steps`` QAT steps live: ``runs/qat<N>/`` (the table tells lengths apart by a column)."""
+    return runs / f"qat{steps}" if steps else runs
 
 
 def finetune(args: argparse.Namespace) -> Path:
@@ -62,11 +67,8 @@ def finetune(args: argparse.Namespace) -> Path:
 def quantize(ckpt: Path, name: str, seed: int, args: argparse.Namespace, *extra: str) -> None:
     from sstkit.quantize_cmd import quantize_main
 
-    # QAT runs of another length than the default sit in runs/qat<N>/ beside the default ones (the table keeps
-    # them apart by its "QAT steps" column).
     steps = int(extra[extra.index("--qat-steps") + 1]) if "--qat-steps" in extra else 0
-    folder = args.runs / f"qat{steps}" if steps and steps != DEFAULT_QAT_STEPS else args.runs
-    out = folder / name / f"seed{seed}"
+    out = qat_folder(args.runs, steps) / name / f"seed{seed}"
     if (out / "summary.json").is_file():
         return  # finished earlier: rerunning the script only fills in what is missing
     argv = ["--checkpoint", str(ckpt), "--data-config", str(CONFIG), "--seed", str(seed), "--name", name,
@@ -103,7 +105,8 @@ def omega_report(omega_state: dict) -> None:
 def cost_report(args: argparse.Namespace) -> None:
     hessian = json.loads((args.runs / "hessian" / "seed0" / "summary.json").read_text())["metrics"]
     finetune = json.loads((args.runs / "finetune" / "seed0" / "summary.json").read_text())
-    qat = [json.loads(p.read_text()) for p in (args.runs / "mixed-omega").glob("seed*/summary.json")]
+    qat_runs = (qat_folder(args.runs, args.qat_steps) / "mixed-omega").glob("seed*/summary.json")
+    qat = [json.loads(p.read_text()) for p in qat_runs]
     steps_per_epoch = math.ceil(args.train_samples / 32)
     per_step = [r["metrics"]["qat_s"] / r["config"]["qat_steps"] for r in qat]
     qat_epoch = sum(per_step) / len(per_step) * steps_per_epoch
@@ -123,7 +126,7 @@ def cost_report(args: argparse.Namespace) -> None:
                  f"| Hessian time / fine-tuning epoch | {hessian['hessian_s'] / finetune['train_time_s']:.2f} |"]
     rows += [
         "", "The QAT time includes the trainer's setup, so the epoch estimate is an upper bound and the ratio a lower "
-        "one; everything ran on a CPU shared with other jobs.", "",
+        f"one; everything ran on {args.where}.", "",
     ]
     (HERE / "cost.md").write_text("\n".join(rows))
 
@@ -143,6 +146,7 @@ def main() -> None:
     parser.add_argument("--worker", default="0/1", help="k/n: run every n-th job from the k-th (parallel workers).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of this process.")
     parser.add_argument("--report-only", action="store_true", help="Only write omega/cost reports and the table.")
+    parser.add_argument("--where", default="a 2-core CPU shared with other jobs", help="hardware, for cost.md")
     parser.add_argument("--no-report", action="store_true", help="Skip the reports and the table (e.g. on a GPU box).")
     args = parser.parse_args()
     if args.threads:
