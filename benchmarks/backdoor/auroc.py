@@ -31,6 +31,7 @@ def load_scores(ebyd: Path) -> list[dict]:
         report = json.loads(path.read_text())
         metrics = report["metrics"]
         rows.append({"model": path.parents[2].name, "seed": report["seed"], "tag": report["config"]["tag"],
+                     "dataset": report["config"].get("dataset", "?"),
                      "original": metrics["original/score"], "exposed": metrics.get("exposed/score")})
     return rows
 
@@ -56,16 +57,18 @@ def main() -> None:
         raise SystemExit(f"error: no detect/summary.json under {args.ebyd}")
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["model", "seed", "tag", "original", "exposed"])
+        writer = csv.DictWriter(handle, fieldnames=["dataset", "model", "seed", "tag", "original", "exposed"])
         writer.writeheader()
         writer.writerows(rows)
     n_bd = sum(r["tag"] == "backdoored" for r in rows)
+    names = {"sst2": "SST-2", "agnews": "AG News"}
+    datasets = ", ".join(sorted({names.get(r["dataset"], r["dataset"]) for r in rows}))
 
     def fmt(value: float | None) -> str:
         return "–" if value is None else f"{value:.3f}"
 
-    lines = [f"## Backdoor model detection: AUROC of the backdoor score ({n_bd} backdoored vs {len(rows) - n_bd} clean "
-             "models)", "",
+    lines = [f"## Backdoor model detection on {datasets}: AUROC of the backdoor score ({n_bd} backdoored vs "
+             f"{len(rows) - n_bd} clean models)", "",
              "Score = flip rate of the best token the scan recovers. Original = scan of the model as trained; exposed "
              "= scan proposed by the CUL-exposed model (verified on the original where the exposed one collapsed).",
              "", "| Scan | AUROC |", "| --- | ---: |",
