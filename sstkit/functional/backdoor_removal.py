@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,33 @@ from sstkit.errors import SstkitError
 from sstkit.functional.backdoor_common import Batch, LogitsFn, default_logits, insert_tokens, model_device, to_device
 
 UNITS = ("ffn", "head")
+
+
+def ce_epochs(model: nn.Module, batches: list[Batch], optimizer: torch.optim.Optimizer, epochs: int, seed: int,
+              logits_fn: LogitsFn = default_logits, before_step: Callable[[], Any] | None = None,
+              after_step: Callable[[], Any] | None = None) -> list[float]:
+    """Minimises clean CE over ``batches`` in a seeded shuffled order for ``epochs``; the mean loss of each epoch.
+
+    The loop both removal methods share: ``before_step`` runs between backward and the optimizer step (gradient
+    clipping), ``after_step`` after it (projecting mask values back to [0, 1]). The caller sets train/eval mode.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    device, history = model_device(model), []
+    for _ in range(epochs):
+        total = 0.0
+        for index in torch.randperm(len(batches), generator=generator).tolist():
+            batch = to_device(batches[index], device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(logits_fn(model, batch).float(), batch["labels"])
+            loss.backward()
+            if before_step is not None:
+                before_step()
+            optimizer.step()
+            if after_step is not None:
+                after_step()
+            total += float(loss.detach())
+        history.append(total / max(1, len(batches)))
+    return history
 
 
 def unlearn_trigger(model: nn.Module, batches: list[Batch], triggers: list[list[int]], lr: float = 2e-5,
@@ -53,25 +81,13 @@ def unlearn_trigger(model: nn.Module, batches: list[Batch], triggers: list[list[
     data = list(batches)
     for offset, trigger in enumerate(triggers):  # each copy draws its own insertion positions
         data += insert_tokens(batches, list(trigger), seed + offset, pad_id)
-    device = model_device(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
-    history = []
     model.train()
-    for _ in range(epochs):
-        total = 0.0
-        for index in torch.randperm(len(data), generator=generator).tolist():
-            batch = to_device(data[index], device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(logits_fn(model, batch).float(), batch["labels"])
-            loss.backward()
-            if max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            total += float(loss.detach())
-        history.append(total / len(data))
-    model.eval()
-    return history
+    clip = (lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)) if max_grad_norm else None
+    try:
+        return ce_epochs(model, data, optimizer, epochs, seed, logits_fn, before_step=clip)
+    finally:
+        model.eval()
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,12 @@ class NeuronMasks(nn.Module):
             handle.remove()
         self._handles = []
 
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Projects every mask value back to [0, 1] (after each optimizer step)."""
+        for mask in self.masks.values():
+            mask.clamp_(0.0, 1.0)
+
     def _hook(self, key: str, kind: str) -> Any:
         def apply(module: nn.Module, args: Any, out: Any) -> Any:
             mask = self.masks[key]
@@ -164,29 +186,14 @@ def learn_masks(model: nn.Module, masks: NeuronMasks, batches: list[Batch], lr: 
     for p in frozen:
         p.requires_grad_(False)
     optimizer = torch.optim.SGD(masks.parameters(), lr=lr, momentum=momentum)
-    generator = torch.Generator().manual_seed(seed)
-    device, history = model_device(model), []
     masks.attach()
     model.eval()  # no dropout: the masks should explain the deterministic clean function
     try:
-        for _ in range(epochs):
-            total = 0.0
-            for index in torch.randperm(len(batches), generator=generator).tolist():
-                batch = to_device(batches[index], device)
-                optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(logits_fn(model, batch).float(), batch["labels"])
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    for mask in masks.masks.values():
-                        mask.clamp_(0.0, 1.0)
-                total += float(loss.detach())
-            history.append(total / max(1, len(batches)))
+        return ce_epochs(model, batches, optimizer, epochs, seed, logits_fn, after_step=masks.clamp_)
     finally:
         masks.detach()
         for p, flag in frozen.items():
             p.requires_grad_(flag)
-    return history
 
 
 @torch.no_grad()
