@@ -1,13 +1,13 @@
-"""PortLLM benchmark: a LoRA patch from MiniLM fine-tuned on SST-2, applied to MiniLM bases evolved by continued MLM.
+"""PortLLM benchmark: a LoRA patch from MiniLM fine-tuned on SST-2, applied to MiniLM bases evolved further.
 
 Run from the repository root (sized for a shared 2-core CPU; see README.md for the time it took):
 
     SSTKIT_DATA=../shared/data nice -n 10 .venv/bin/python benchmarks/portllm/run.py
 
-1. LoRA fine-tuning of all-MiniLM-L6-v2 on a seeded SST-2 subset (configs/bert/sst2/lora_patch.yaml), then
-   ``sstkit patch extract``.
-2. Evolution: continued masked-language-model training of the encoder on SST-2 + AG News text (a fresh MLM head
-   tied to the word embeddings; MiniLM ships without one) for each length in ``--evolve-steps``; each evolved
+1. LoRA fine-tuning of all-MiniLM-L6-v2 on a seeded SST-2 subset (configs/bert/sst2/lora_patch.yaml; 4000
+   sentences, 2 epochs by default), then ``sstkit patch extract``.
+2. Evolution: continued unsupervised training of the encoder on SST-2 + AG News text (SimCSE by default, MLM
+   through a fresh head with ``--evolve-objective mlm``) for each length in ``--evolve-steps``; each evolved
    encoder is saved as an HF folder with ``‖θ_t − θ_0‖``.
 3. Per evolved base: head only (evolved encoder + the patch's head, no update), PortLLM (``sstkit patch apply``),
    LoRA re-trained on the evolved base (upper bound), and the original fine-tuned model; accuracy on SST-2's
@@ -47,6 +47,7 @@ def lora_finetune(runs: Path, name: str, backbone: str, args: argparse.Namespace
                               "--data.init_args.limit_train_samples", str(args.train_samples),
                               "--data.init_args.max_length", str(args.max_length),
                               "--data.init_args.limit_eval_samples", "256", "--trainer.val_check_interval", "1.0",
+                              "--trainer.max_epochs", str(args.epochs),
                               "--trainer.enable_progress_bar", "false")
         rss_file.write_text(json.dumps({"peak_rss_mib": rss}))
     return ckpt, json.loads(rss_file.read_text())["peak_rss_mib"]
@@ -157,13 +158,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=HERE / "runs")
     parser.add_argument("--data", default=None, help="data folder (default $SSTKIT_DATA)")
-    parser.add_argument("--evolve-steps", type=int, nargs="+", default=[100, 300])
-    parser.add_argument("--evolve-lr", type=float, default=2e-5)
+    parser.add_argument("--evolve-steps", type=int, nargs="+", default=[300, 1000])
+    parser.add_argument("--evolve-lr", type=float, default=1e-4)
     parser.add_argument("--evolve-objective", choices=("simcse", "mlm"), default="simcse")
     parser.add_argument("--head-warmup", type=int, default=100, help="mlm: head-only steps before each evolution")
     parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head warm-up")
     parser.add_argument("--batch-size", type=int, default=16, help="batch size of the MLM evolution")
-    parser.add_argument("--train-samples", type=int, default=1000, help="SST-2 sentences of each LoRA fine-tuning")
+    parser.add_argument("--train-samples", type=int, default=4000, help="SST-2 sentences of each LoRA fine-tuning")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of each LoRA fine-tuning")
     parser.add_argument("--test-samples", type=int, default=436, help="first rows of test.tsv evaluated")
     parser.add_argument("--max-length", type=int, default=64)
     args = parser.parse_args()
@@ -181,15 +183,22 @@ def main() -> None:
     original = args.runs / "patched" / "original"
     sstkit_measured("patch", "apply", "--base", "minilm", "--patch", str(patch), "--out", str(original))
     original_acc = accuracy(load_classifier(original), test)
-    head = load_file(str(patch / "patch.safetensors"))
+    head = {k.removeprefix("save/head."): v for k, v in load_file(str(patch / "patch.safetensors")).items()
+            if k.startswith("save/head.")}
+
+    def head_only(backbone: str) -> float:
+        model = TextClassifier(backbone=backbone, num_labels=2)
+        model.head.load_state_dict(head)
+        return accuracy(model.eval(), test)
+
+    # Step 0: the original base with the trained head but without the LoRA update, what the patch adds.
+    write(args.runs, "evolved base + head only", 0, head_only("minilm"), {"theta_t_minus_theta_0": 0.0})
+    write(args.runs, "original fine-tuned", 0, original_acc, {"peak_rss_mib": train_rss})
     for steps in args.evolve_steps:
         evolved = args.runs / "evolved" / f"steps{steps}"
         norm = evolve(evolved, steps, args)
         common = {"theta_t_minus_theta_0": norm}
-        head_only = TextClassifier(backbone=str(evolved), num_labels=2)
-        head_only.head.load_state_dict({k.removeprefix("save/head."): v for k, v in head.items()
-                                        if k.startswith("save/head.")})
-        write(args.runs, "evolved base + head only", steps, accuracy(head_only.eval(), test), common)
+        write(args.runs, "evolved base + head only", steps, head_only(str(evolved)), common)
         out = args.runs / "patched" / f"steps{steps}"
         apply_rss = sstkit_measured("patch", "apply", "--base", str(evolved), "--patch", str(patch), "--out", str(out))
         write(args.runs, "PortLLM (evolved + old patch)", steps, accuracy(load_classifier(out), test),
