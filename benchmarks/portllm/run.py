@@ -209,7 +209,6 @@ def main() -> None:
                         "--out", str(args.runs / "patched" / f"retrained{steps}"))
         write(args.runs, "LoRA re-trained on evolved", steps,
               accuracy(load_classifier(args.runs / "patched" / f"retrained{steps}"), test), {**common, "peak_rss_mib": rss})
-        write(args.runs, "original fine-tuned", steps, original_acc, {"peak_rss_mib": train_rss})
     subprocess.run([sys.executable, "-m", "sstkit", "table", str(HERE / "spec.yaml")], check=True, cwd=REPO)
 
 
