@@ -92,6 +92,7 @@ def _import(class_path: str) -> type:
 def quantize_main(argv: list[str]) -> int:
     """Entry point of ``sstkit quantize``."""
     from sstkit.callbacks import HessianQuantization
+    from sstkit.commands.classifier_io import resolve_device
     from sstkit.functional.quant_export import export_quantized
     from sstkit.functional.quantize import model_size_mb
 
@@ -115,7 +116,7 @@ def quantize_main(argv: list[str]) -> int:
     if args.lr is not None:
         model.lr = args.lr
     datamodule = _import(config["data"]["class_path"])(**(config["data"].get("init_args") or {}))
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(resolve_device("auto"))
     if callback is None:
         state: dict[str, Any] = dict(model_size_mb(model))
     else:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sstkit.commands.backdoor_data import DATASETS, EvalSets, load_eval_sets
-from sstkit.commands.classifier_io import backbone_of, load_classifier, save_classifier
+from sstkit.commands.classifier_io import backbone_of, load_classifier, resolve_device, save_classifier
 from sstkit.errors import SstkitError
 from sstkit.functional.backdoor_common import attack_success_rate, prediction_stats
 from sstkit.functional.backdoor_exposure import StopRule, clean_unlearning, random_label_finetune
@@ -101,19 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str, args: argparse.Namespace) -> Any:
-    """:func:`load_classifier` on ``--device`` (``auto``: the GPU when there is one)."""
-    import torch
-
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        target = torch.device(device)
-    except RuntimeError as err:
-        raise SstkitError(f"--device {args.device!r}: not a device name (auto, cpu, cuda, cuda:N)") from err
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise SstkitError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
-    return load_classifier(path).to(target)
+    """:func:`load_classifier` on ``--device``."""
+    return load_classifier(path).to(resolve_device(args.device))
 
 
 def _measure(model: Any, sets: EvalSets) -> dict[str, float]:

@@ -42,6 +42,24 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def resolve_device(name: str = "auto", option: str = "--device") -> torch.device:
+    """The device ``name`` names: ``auto`` is the GPU when there is one, else the CPU; errors name ``option``.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise SstkitError(f"{option} {name!r}: not a device name (auto, cpu, cuda, cuda:N)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SstkitError(f"{option} {name}: CUDA is not available on this machine; use {option} cpu")
+    return device
+
+
 def load_classifier(path: str | Path) -> TextClassifier:
     """A :class:`TextClassifier` in eval mode from a checkpoint file or an exported folder."""
     path = Path(path)
