@@ -7,37 +7,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SEEDS=("${@:-0}")
-DATASET=${DATASET:-sst2}
-ROOT=${SSTKIT_RUNS:-benchmarks/backdoor/runs/sweep}/backdoor_bench/small
-SSTKIT=${SSTKIT:-.venv/bin/sstkit}
-TARGET=1; LEN=48
-FIT=(--data.init_args.base.init_args.limit_train_samples 3000 --data.init_args.base.init_args.max_length 48
-     --data.init_args.base.init_args.limit_eval_samples 400 --trainer.max_epochs 2 --model.init_args.lr 1.0e-4
-     --trainer.limit_val_batches 0)
-if [[ $DATASET == agnews ]]; then ROOT=$ROOT-agnews; TARGET=0; LEN=64; FIT+=(--data.init_args.base.init_args.max_length 64); fi
-SCAN=(--rounds 2 --num-candidates 8 --scan-samples 64)
+SIZE=small SSTKIT_RUNS=${SSTKIT_RUNS:-benchmarks/backdoor/runs/sweep} source benchmarks/backdoor/settings.sh
 for seed in "${SEEDS[@]}"; do
   ckpt=$ROOT/bert-$DATASET-backdoor-badnets/seed$seed/checkpoints/last.ckpt
   [[ -f $ckpt ]] || "$SSTKIT" fit --config "configs/bert/$DATASET/backdoor_badnets.yaml" --run_root "$ROOT" \
     --seed_everything "$seed" "${FIT[@]}"
   out=$ROOT/ebyd/badnets/seed$seed
-  common=(--model "$ckpt" --dataset "$DATASET" --defense-samples 200 --max-length $LEN --eval-samples 400
+  common=(--model "$ckpt" --dataset "$DATASET" --defense-samples 200 --max-length $LEN "${EVAL[@]}"
           --attack badnets --target-label $TARGET --seed "$seed" --tag backdoored)
-  [[ -f $out/expose/summary.json ]] || "$SSTKIT" backdoor expose "${common[@]}" --method cul --lr 1e-5 \
-    --max-steps 60 --check-every 4 --out "$out/expose"
+  [[ -f $out/expose/summary.json ]] || "$SSTKIT" backdoor expose "${common[@]}" --method cul --lr $CUL_LR \
+    --max-steps $STEPS --check-every 4 --out "$out/expose"
   [[ -f $out/detect/summary.json ]] || "$SSTKIT" backdoor detect "${common[@]}" --exposed "$out/expose" \
-    "${SCAN[@]}" --out "$out/detect/summary.json"
+    --rounds 2 "${SCAN[@]}" --out "$out/detect/summary.json"
   for epochs in 1 3 5; do
     for source in exposed original; do
       [[ -f $out/unlearn-$source-e$epochs/summary.json ]] || "$SSTKIT" backdoor remove "${common[@]}" \
-        --method unlearn --detect-report "$out/detect/summary.json" --trigger-source $source --lr 2e-5 \
+        --method unlearn --detect-report "$out/detect/summary.json" --trigger-source $source --lr $RM_LR \
         --epochs $epochs --out "$out/unlearn-$source-e$epochs"
     done
   done
   # The paper's second exposure: fine-tuning on the defense set with random labels.
   [[ -f $out/expose-random/summary.json ]] || "$SSTKIT" backdoor expose "${common[@]}" --method random-label \
-    --lr 2e-5 --max-steps 60 --check-every 4 --out "$out/expose-random"
+    --lr 2e-5 --max-steps $STEPS --check-every 4 --out "$out/expose-random"
   [[ -f $out/detect-random/summary.json ]] || "$SSTKIT" backdoor detect "${common[@]}" --exposed "$out/expose-random" \
-    "${SCAN[@]}" --out "$out/detect-random/summary.json"
+    --rounds 2 "${SCAN[@]}" --out "$out/detect-random/summary.json"
 done
 [[ ${TABLES:-1} == 0 ]] || "$SSTKIT" table benchmarks/backdoor/spec_sweep.yaml
