@@ -715,3 +715,37 @@ def test_sstkit_csv_logs_are_a_source(sstkit_runs, tmp_path):
     assert [(row.values, row.n) for row in from_csv.rows] == [([0], 1), ([1], 1)]
     assert from_csv.rows[0].runs[0].name == "parity" and len(from_csv.rows[0].runs[0].extra["folders"]) == 2
     assert render_csv(from_csv) == render_csv(from_summary)  # fit and test segments of seed 0 merge into one run
+
+
+# --- benchmarks/RESULTS.md -----------------------------------------------------------------------------------
+
+
+def _collect_results_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "collect_results.py"
+    spec = importlib.util.spec_from_file_location("collect_results", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_collect_results_finds_nested_tables(tmp_path):
+    collect_results = _collect_results_module()
+    bench = tmp_path / "backdoor"
+    for rel in ("README.md", "results.md", "cost.md", "detect/results.md", "sweep/results.md",
+                "sweep/exposure/results.md", "runs/x/seed0/results.md", "sweep/exposure/notes.md"):
+        (bench / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bench / rel).write_text(f"## table {rel}\n\n| a |\n")
+    text = collect_results.collect(tmp_path)
+    assert [line for line in text.splitlines() if line.startswith("#")] == [
+        "# Benchmark results", "## [backdoor](backdoor/README.md)", "### results", "## table results.md", "### cost",
+        "## table cost.md", "### detect", "## table detect/results.md", "### sweep", "## table sweep/results.md",
+        "### sweep/exposure", "## table sweep/exposure/results.md",
+    ]
+    # The repository's own nested tables (backdoor/sweep/exposure/results.md among them) are all collected.
+    benchmarks = Path(collect_results.__file__).parent
+    for table in benchmarks.glob("*/*/**/results.md"):
+        folder = benchmarks / table.relative_to(benchmarks).parts[0]
+        if "runs" not in table.parts and (folder / "README.md").is_file():
+            assert table in collect_results.tables(folder), table
