@@ -123,6 +123,12 @@ def test_summary_reader_reads_fields_and_top_level_timings(tmp_path):
     (tmp_path / "sst2" / "seed0" / "summary.json").write_text("{not json")
     with pytest.raises(SstkitError, match=r"seed0/summary.json"):
         read_summaries(tmp_path)
+    (tmp_path / "sst2" / "seed1" / "summary.json").write_text('{"name": "sst2", "metrics": [0.5]}')
+    unreadable = []
+    assert [r.seed for r in read_summaries(tmp_path, unreadable)] == [2]
+    assert [(Path(u.path).parent.name, u.reason.split(" (")[0]) for u in unreadable] == [
+        ("seed0", "line 1: run summary is not valid JSON"), ("seed1", "metrics must be a JSON object, got list")
+    ]
     with pytest.raises(SstkitError, match="not found"):
         read_summaries(tmp_path / "nope")
 
