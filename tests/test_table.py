@@ -1,4 +1,4 @@
-"""Tests of ``sstkit table``: the three run readers, config paths, aggregation, spec errors and the command."""
+"""Tests of ``sstkit table``: the four run readers, damaged runs, key checks, config paths, aggregation, the command."""
 
 from __future__ import annotations
 

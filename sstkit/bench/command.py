@@ -6,7 +6,8 @@ Usage::
     sstkit table spec.yaml --out /tmp/tables --format md       # write only /tmp/tables/results.md
     sstkit table spec.yaml --print                             # print only, write nothing
 
-User errors (a bad spec, a missing run folder, no matching runs) print ``error: <message>`` and exit with 2.
+User errors (a bad spec, a missing run folder, no matching runs, a row/filter/seed key or metric that no run
+has) print ``error: <message>`` and exit with 2. Damaged run files do not stop the table: they are a note.
 
 Example:
     >>> table_main(["benchmarks/sst2_finetune/spec.yaml", "--print"])  # doctest: +SKIP
