@@ -571,9 +571,13 @@ def test_csv_logger_source(tmp_path):
                       tmp_path / "spec.yaml")
     from sstkit.bench.command import read_runs
 
+    # yaml.dump writes objects with Python tags; they read as plain values, not as an unreadable run.
+    hparams = tmp_path / "logs" / "lightning_logs" / "version_1" / "hparams.yaml"
+    hparams.write_text(hparams.read_text() + "mode: !!python/object/apply:builtins.str [fast]\n")
     runs = read_runs(spec)
     assert [(r.name, r.seed, r.status) for r in runs] == [("lightning_logs", s, "finished") for s in (0, 1, 2, 0)]
     assert runs[0].config == {"lr": 0.01, "seed_everything": 0, "model": "mlp"}
+    assert runs[1].config["mode"] == ["fast"]
     table = build_table(spec, runs)
     assert [(row.values, row.n) for row in table.rows] == [([0.01], 3), ([0.1], 1)]
     assert table.rows[0].cells[0].mean == pytest.approx(0.72) and table.rows[0].cells[0].std == pytest.approx(0.02)

@@ -58,11 +58,30 @@ def _version_number(folder: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that reads Python-tagged values as plain data instead of failing or running code.
+
+    Lightning dumps hyperparameters with ``yaml.dump``, so an enum or an object becomes ``!!python/object/...``;
+    such a value is kept as its plain mapping, list or text, and the rest of the file stays readable.
+    """
+
+
+def _plain(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_Loader.add_multi_constructor("tag:yaml.org,2002:python/", _plain)
+
+
 def _yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # safe: a SafeLoader subclass
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise DataError(path, f"corrupt: not readable YAML ({type(err).__name__})") from None
     if data is None:
