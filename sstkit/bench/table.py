@@ -2,6 +2,9 @@
 
 Rules, in order:
 
+0. A filter, row or seed key that no run has, or a metric that no run logged (unless ``optional``), is an error
+   (:mod:`~sstkit.bench.checks`): a typo must not silently merge rows or empty a column. Run files that could not
+   be read (truncated, corrupt) are named in a note.
 1. Runs that do not match the spec's ``filters`` are dropped.
 2. Runs are grouped into rows by the values of the spec's row keys. Rows keep the order in which their first run
    was read (sources in spec order, files in path order), except that values listed in a row key's ``values``
@@ -14,6 +17,7 @@ Rules, in order:
    With one run the standard deviation is undefined and the cell shows the value alone (the CSV ``_std`` cell is
    empty): ``± 0.00`` would claim a measured spread of zero.
 6. ``n`` is the number of runs aggregated; with ``expect_runs`` set, rows with fewer runs are marked ``*``.
+7. Paths in notes and sources are relative to the spec file's folder, so a committed table names no machine.
 
 The CSV has one column per row key (raw config values), ``n``, and ``<metric>_mean`` / ``<metric>_std`` per
 metric in the metric's own units (not scaled; 12 significant digits), for further processing.
