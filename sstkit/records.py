@@ -1,7 +1,9 @@
 """``summary.json``: one record per run (name + seed), continued across resumes, requeues and test runs.
 
 Written on rank 0 only (plain file I/O, no collectives), atomically, after every evaluation and at the end of
-every segment, so a killed job still leaves its last metrics. ``sstkit table`` reads these files.
+every segment, so a killed job still leaves its last metrics. ``sstkit table`` reads these files. At the end of
+every segment the run statistics (``global_step``, ``train_time_s``, ``wall_time_s``, ...) and final metrics also go
+to the W&B run summary under the same names, so a table from W&B equals the table from ``summary.json``.
 
 Example:
     >>> trainer = Trainer(callbacks=[RunRecord(RunFolder(Path("runs"), "demo", 0))])
@@ -21,7 +23,9 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.data import extract_batch_size
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
+from sstkit.bench.summary_reader import run_statistics
 from sstkit.runs import RunFolder
 
 PACKAGES = ("sstkit", "torch", "lightning", "transformers", "torchmetrics", "jsonargparse", "wandb")
@@ -164,6 +168,21 @@ class RunRecord(L.Callback):
         self._segment["wall_s"] = round(time.monotonic() - self._wall_t0, 3)
         self.write()
         self._segment = {}
+        self._publish(trainer)
+
+    def _publish(self, trainer: L.Trainer) -> None:
+        """Sends the record's run statistics and final metrics to the W&B run summary, under the same names.
+
+        W&B's own ``_runtime`` is not ``wall_time_s`` (the sum of the segments' wall times), and the statistics
+        are never logged as metrics, so without this a W&B table would lack them or mean something else.
+        """
+        values = {**self.record.get("metrics", {}), **run_statistics(self.record)}
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                try:
+                    logger.experiment.summary.update(values)
+                except Exception as err:  # noqa: BLE001 - summary.json is written; W&B trouble must not fail the run
+                    rank_zero_warn(f"could not send the run statistics to W&B: {type(err).__name__}: {err}")
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._finish(trainer, "finished" if not trainer.interrupted else "interrupted")

@@ -1,8 +1,10 @@
 """Run readers and benchmark tables: ``sstkit table SPEC.yaml``.
 
 Runs come from ``summary.json`` files (:mod:`~sstkit.bench.summary_reader`), offline W&B run files
-(:mod:`~sstkit.bench.wandb_offline`) or the W&B API (:mod:`~sstkit.bench.wandb_api`), all as :class:`RunData`;
-:mod:`~sstkit.bench.spec` describes the table and :mod:`~sstkit.bench.table` builds and renders it.
+(:mod:`~sstkit.bench.wandb_offline`), the W&B API (:mod:`~sstkit.bench.wandb_api`) or Lightning CSVLogger folders
+(:mod:`~sstkit.bench.csv_reader`), all as :class:`RunData`; damaged files become :class:`Unreadable` notes.
+:mod:`~sstkit.bench.spec` describes the table, :mod:`~sstkit.bench.checks` checks its keys against the runs and
+:mod:`~sstkit.bench.table` builds and renders it.
 
 Example:
     >>> from sstkit.bench import load_spec, read_runs, build_table, render_markdown
@@ -13,7 +15,8 @@ Example:
 from __future__ import annotations
 
 from sstkit.bench.command import read_runs, table_main
-from sstkit.bench.records import MISSING, RunData, get_path
+from sstkit.bench.csv_reader import read_csv_logs
+from sstkit.bench.records import MISSING, RunData, Unreadable, get_path
 from sstkit.bench.spec import MetricSpec, RowSpec, SourceSpec, TableSpec, load_spec, parse_spec
 from sstkit.bench.summary_reader import read_summaries
 from sstkit.bench.table import Table, build_table, render_csv, render_markdown
@@ -28,11 +31,13 @@ __all__ = [
     "SourceSpec",
     "Table",
     "TableSpec",
+    "Unreadable",
     "build_table",
     "get_path",
     "load_spec",
     "parse_run_file",
     "parse_spec",
+    "read_csv_logs",
     "read_runs",
     "read_summaries",
     "read_wandb_api",

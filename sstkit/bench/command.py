@@ -6,7 +6,8 @@ Usage::
     sstkit table spec.yaml --out /tmp/tables --format md       # write only /tmp/tables/results.md
     sstkit table spec.yaml --print                             # print only, write nothing
 
-User errors (a bad spec, a missing run folder, no matching runs) print ``error: <message>`` and exit with 2.
+User errors (a bad spec, a missing run folder, no matching runs, a row/filter/seed key or metric that no run
+has) print ``error: <message>`` and exit with 2. Damaged run files do not stop the table: they are a note.
 
 Example:
     >>> table_main(["benchmarks/sst2_finetune/spec.yaml", "--print"])  # doctest: +SKIP
@@ -21,57 +22,62 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sstkit.bench.records import RunData
+from sstkit.bench.csv_reader import read_csv_logs
+from sstkit.bench.records import RunData, Unreadable
 from sstkit.bench.spec import SourceSpec, TableSpec, load_spec
 from sstkit.bench.summary_reader import read_summaries
-from sstkit.bench.table import build_table, render_csv, render_markdown, run_value
+from sstkit.bench.table import build_table, render_csv, render_markdown
 from sstkit.bench.wandb_api import read_wandb_api
 from sstkit.bench.wandb_offline import read_wandb_offline
 from sstkit.errors import SstkitError
 
 
-def read_source(source: SourceSpec, api: Any = None) -> list[RunData]:
-    """Reads the runs of one source of a spec (``api`` replaces ``wandb.Api()`` for ``wandb:`` sources)."""
+def read_source(source: SourceSpec, api: Any = None, unreadable: list[Unreadable] | None = None) -> list[RunData]:
+    """Reads the runs of one source of a spec (``api`` replaces ``wandb.Api()`` for ``wandb:`` sources).
+
+    With an ``unreadable`` list, damaged run files are appended there instead of stopping the read.
+    """
     if source.kind == "summary":
-        return read_summaries(source.location)
+        return read_summaries(source.location, unreadable)
     if source.kind == "wandb_offline":
-        return read_wandb_offline(source.location)
+        return read_wandb_offline(source.location, unreadable)
+    if source.kind == "csv":
+        return read_csv_logs(source.location, unreadable)
     return read_wandb_api(source.location, filters=source.filters, api=api)
 
 
-def read_runs(spec: TableSpec, api: Any = None) -> list[RunData]:
+def read_runs(spec: TableSpec, api: Any = None, unreadable: list[Unreadable] | None = None) -> list[RunData]:
     """Reads all runs of a spec, sources in spec order.
 
+    Args:
+        spec: the table spec.
+        api: replaces ``wandb.Api()`` for ``wandb:`` sources.
+        unreadable: if given, damaged run files are collected here (for the table's notes) instead of raising.
+
     Raises:
-        SstkitError: if a source is missing, or no source holds a run (most likely a wrong path in the spec).
+        SstkitError: if a source is missing, or no source holds a readable run (most likely a wrong path).
     """
     runs: list[RunData] = []
     for source in spec.sources:
-        runs.extend(read_source(source, api=api))
+        runs.extend(read_source(source, api=api, unreadable=unreadable))
     if not runs:
-        where = "; ".join(f"{s.kind}: {s.location}" for s in spec.sources)
-        raise SstkitError(f"{spec.path}: no runs found in {where}")
+        where = "; ".join(str(s) for s in spec.sources)
+        damaged = f" ({len(unreadable)} unreadable: {unreadable[0].describe(spec.path.resolve().parent)}, ...)"
+        raise SstkitError(f"{spec.path}: no runs found in {where}{damaged if unreadable else ''}")
     return runs
 
 
-def _check_matches(spec: TableSpec, runs: list[RunData], matched: int) -> None:
-    """Fails when filters keep nothing, showing the values the runs do have, which is usually the typo."""
-    if matched or not spec.filters:
-        return
-    seen = []
-    for key in spec.filters:
-        values = sorted({repr(run_value(r, key)) for r in runs})
-        shown = ", ".join(values[:6]) + (", ..." if len(values) > 6 else "")
-        seen.append(f"{key} is one of {shown}")
-    raise SstkitError(f"{spec.path}: filters: no run of {len(runs)} matches {spec.filters}; {'; '.join(seen)}")
-
-
 def _display_path(path: Path) -> str:
-    # Relative to the working directory where possible, so generated tables do not embed a home folder.
+    """``path`` relative to the working directory if it lies below it, else its name.
+
+    Generated tables never embed a machine's absolute path: a spec outside the working directory is named as it
+    is run from its own folder (``sstkit table spec.yaml``).
+    """
     try:
-        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+        relative = os.path.relpath(path)
     except ValueError:  # another drive on Windows
-        return str(path)
+        return path.name
+    return path.name if relative.startswith("..") else relative
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -101,9 +107,9 @@ def table_main(argv: list[str] | None = None, api: Any = None) -> int:
     args = make_parser().parse_args(sys.argv[2:] if argv is None else argv)
     try:
         spec = load_spec(args.spec)
-        runs = read_runs(spec, api=api)
-        table = build_table(spec, runs)
-        _check_matches(spec, runs, table.runs_matched)
+        unreadable: list[Unreadable] = []
+        runs = read_runs(spec, api=api, unreadable=unreadable)
+        table = build_table(spec, runs, unreadable)
         markdown = render_markdown(table, command=f"sstkit table {_display_path(Path(args.spec))}")
         csv_text = render_csv(table)
         if args.print_only:
@@ -129,7 +135,9 @@ def table_main(argv: list[str] | None = None, api: Any = None) -> int:
         return 2
     sys.stdout.write(markdown)
     # The file list goes to stderr so stdout stays a clean Markdown table for piping.
-    print("wrote " + ", ".join(_display_path(p) for p in written), file=sys.stderr)
+    # Messages (unlike the table) may name absolute paths: outside the working directory they are the clearest.
+    print("wrote " + ", ".join(str(p) if _display_path(p) == p.name else _display_path(p) for p in written),
+          file=sys.stderr)
     return 0
 
 

@@ -18,9 +18,12 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from sstkit.errors import DataError
 
 RunStatus = Literal["finished", "failed", "running", "crashed"]
 STATUSES: tuple[str, ...] = ("finished", "failed", "running", "crashed")
@@ -75,10 +78,66 @@ class RunData:
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def describe(self) -> str:
-        """A short human label for notes: ``sst2_finetune seed 1 (abc123)``."""
+    def describe(self, base: str | os.PathLike | None = None) -> str:
+        """A short human label for notes: ``sst2_finetune seed 1 (abc123)``.
+
+        An id that is a file path (a run folder) is shown relative to ``base`` (the spec's folder), so a
+        generated table names no machine-specific absolute path.
+        """
         seed = f" seed {self.seed}" if self.seed is not None else ""
-        return f"{self.name}{seed} ({self.id})"
+        return f"{self.name}{seed} ({display_path(self.id, base)})"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A run file that could not be read (truncated, corrupt, not what its name says), and why.
+
+    Readers collect these instead of stopping, so one damaged file becomes a note in the table.
+    """
+
+    path: str
+    reason: str
+
+    def describe(self, base: str | os.PathLike | None = None) -> str:
+        return f"{display_path(self.path, base)}, {self.reason}"
+
+    @classmethod
+    def from_error(cls, err: DataError) -> Unreadable:
+        """The file and the reason of a reader's :class:`~sstkit.errors.DataError` (``path[:line]: reason``)."""
+        where = f"{err.path}:{err.line}" if err.line is not None else f"{err.path}"
+        reason = str(err).removeprefix(f"{where}: ")
+        return cls(str(err.path), reason if err.line is None else f"line {err.line}: {reason}")
+
+
+def collect(unreadable: list[Unreadable] | None, read: Any, *args: Any) -> Any:
+    """``read(*args)``; with an ``unreadable`` list, a :class:`DataError` is appended there and None returned.
+
+    Without a list the error propagates, so a reader used on its own still fails loudly on a damaged file.
+    """
+    if unreadable is None:
+        return read(*args)
+    try:
+        return read(*args)
+    except DataError as err:
+        unreadable.append(Unreadable.from_error(err))
+        return None
+
+
+def display_path(text: str, base: str | os.PathLike | None) -> str:
+    """``text`` relative to ``base`` if it is an absolute path (and ``base`` is given), else unchanged.
+
+    Example:
+        >>> display_path("/work/bench/runs/a/seed0", "/work/bench")
+        'runs/a/seed0'
+        >>> display_path("abc123", "/work/bench")
+        'abc123'
+    """
+    if base is None or not os.path.isabs(text):
+        return text
+    try:
+        return os.path.relpath(text, base)
+    except ValueError:  # another drive on Windows
+        return text
 
 
 _TOKEN = re.compile(r"\[([^\]]*)\]|([^.\[\]]+)|(\.)")
@@ -165,6 +224,22 @@ def get_path(config: Any, path: str, default: Any = None) -> Any:
     """
     found = _resolve(config, parse_path(path))
     return default if found is MISSING else found
+
+
+RUN_FIELDS = ("name", "id", "status", "seed")
+
+
+def run_value(run: RunData, path: str) -> Any:
+    """The value of a row/filter/seed key for a run: a config path, else the run's own name/id/status/seed.
+
+    Example:
+        >>> run_value(RunData(id="a", name="sst2", seed=0, status="finished"), "name")
+        'sst2'
+    """
+    value = get_path(run.config, path, default=MISSING)
+    if value is MISSING and path in RUN_FIELDS:
+        value = getattr(run, path)
+    return value
 
 
 def flatten_numbers(values: dict[str, Any], sep: str = ".", prefix: str = "") -> dict[str, float]:

@@ -7,6 +7,7 @@ Format (only ``runs`` and ``metrics`` are required)::
     runs:                                      # one or more sources, read in this order
       - summary: ../../runs/sst2_finetune      # folder searched recursively for summary.json
       - wandb_offline: ../../runs/x/wandb      # folder (or file) searched for run-*.wandb
+      - csv: ../../lightning_logs              # Lightning CSVLogger folders (metrics.csv + hparams.yaml)
       - wandb: my-team/sstkit                  # W&B API; filters go to the server (MongoDB syntax)
         filters: {config.seed_everything: {$in: [0, 1, 2]}}
     filters:                                   # keep runs whose value at each path equals the given value
@@ -21,6 +22,7 @@ Format (only ``runs`` and ``metrics`` are required)::
     metrics:                                   # one column each: mean ± std over the row's runs
       - {key: test/acc, label: "Test acc (%)", scale: 100, digits: 2}
       - {key: train_steps_per_s, label: steps/s}   # summary.json's wall_time_s etc. are metrics too
+      - {key: val/f1, optional: true}          # no error if no run logged it (the column shows "–")
     expect_runs: 3                             # rows with fewer runs are flagged
     output: results                            # results.md / results.csv next to the spec (or a path)
 
@@ -28,9 +30,12 @@ Paths (rows, filters, ``seed_key``) are config paths: ``model.init_args.lr``, ``
 or ``trainer.callbacks[ClassName].init_args.rank`` (the list item whose ``class_path`` ends in ``ClassName``).
 Where a path is not in a run's config, ``name``, ``id``, ``status`` and ``seed`` refer to the run itself.
 Metric keys are the flat names the run logged (``test/acc``), not paths. Relative paths in ``runs`` and
-``output`` are relative to the spec file, so a spec works from any working directory.
+``output`` are relative to the spec file, so a spec works from any working directory; the paths that a generated
+table names (runs in notes, sources) are relative to the spec file too.
 
 Every problem raises :class:`~sstkit.errors.SstkitError` naming the spec file, the key and what was expected.
+So does a key that no run has (:mod:`~sstkit.bench.checks`): a row, filter or seed key that no run has, and a metric
+that no run logged unless the metric says ``optional: true``; the message lists the keys or metrics that exist.
 
 Example:
     >>> spec = load_spec("benchmarks/sst2_finetune/spec.yaml")  # doctest: +SKIP
@@ -50,15 +55,16 @@ import yaml
 from sstkit.bench.records import parse_path
 from sstkit.errors import SstkitError
 
-SOURCE_KINDS = ("summary", "wandb_offline", "wandb")
+SOURCE_KINDS = ("summary", "wandb_offline", "wandb", "csv")
 _TOP_KEYS = ("title", "description", "runs", "filters", "rows", "seed_key", "metrics", "expect_runs", "output")
 _ROW_KEYS = ("key", "label", "values")
-_METRIC_KEYS = ("key", "label", "scale", "digits")
+_METRIC_KEYS = ("key", "label", "scale", "digits", "optional")
+DEFAULT_SEED_KEY = "seed_everything"
 
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Where runs come from: ``kind`` is one of ``summary``, ``wandb_offline``, ``wandb``."""
+    """Where runs come from: ``kind`` is one of ``summary``, ``wandb_offline``, ``wandb``, ``csv``."""
 
     kind: str
     location: str  # an absolute path, or entity/project for ``wandb``
@@ -86,6 +92,7 @@ class MetricSpec:
     label: str
     scale: float = 1.0
     digits: int = 2
+    optional: bool = False  # True: no error when no run has the metric (the column then shows "–")
 
 
 @dataclass
@@ -98,7 +105,7 @@ class TableSpec:
     metrics: list[MetricSpec]
     rows: list[RowSpec] = field(default_factory=list)
     filters: dict[str, Any] = field(default_factory=dict)
-    seed_key: str = "seed_everything"
+    seed_key: str = DEFAULT_SEED_KEY
     expect_runs: int | None = None
     output: Path | None = None
     description: str = ""
@@ -140,6 +147,11 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, "a number", value)
         return float(value)
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, "true or false", value)
+        return value
 
     def integer(self, value: Any, key: str, low: int, high: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
@@ -199,6 +211,7 @@ def _parse_metric(check: _Checker, entry: Any, key: str) -> MetricSpec:
         label=check.text(entry["label"], f"{key}.label") if "label" in entry else name,
         scale=check.number(entry["scale"], f"{key}.scale") if "scale" in entry else 1.0,
         digits=check.integer(entry["digits"], f"{key}.digits", 0, 12) if "digits" in entry else 2,
+        optional=check.boolean(entry["optional"], f"{key}.optional") if "optional" in entry else False,
     )
 
 
@@ -257,7 +270,7 @@ def parse_spec(data: Any, path: str | os.PathLike) -> TableSpec:
         metrics=metrics,
         rows=rows,
         filters=dict(filters),
-        seed_key=check.config_path(data.get("seed_key", "seed_everything"), "seed_key"),
+        seed_key=check.config_path(data.get("seed_key", DEFAULT_SEED_KEY), "seed_key"),
         expect_runs=None if expect is None else check.integer(expect, "expect_runs", 1),
         output=out_path,
     )

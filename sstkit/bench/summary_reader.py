@@ -18,12 +18,25 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sstkit.bench.records import STATUSES, RunData, flatten_numbers, is_number, seed_from_config
+from sstkit.bench.records import STATUSES, RunData, Unreadable, collect, flatten_numbers, is_number, seed_from_config
 from sstkit.errors import DataError
 
 SUMMARY_NAME = "summary.json"
 # Summary fields that describe the run rather than its metrics; every other numeric top-level field is a metric.
 _NOT_METRICS = {"seed", "config", "metrics", "versions", "wandb", "segments", "name", "status", "run_dir", "world_size"}
+
+
+def run_statistics(record: dict[str, Any]) -> dict[str, Any]:
+    """The run statistics of a summary record: its numeric top-level fields (``global_step``, ``wall_time_s``, ...).
+
+    The run record sends exactly these to the W&B run summary, so a table reads the same values from
+    ``summary.json`` and from W&B.
+
+    Example:
+        >>> run_statistics({"seed": 0, "global_step": 30, "wall_time_s": 12.5, "status": "finished"})
+        {'global_step': 30, 'wall_time_s': 12.5}
+    """
+    return {k: v for k, v in record.items() if k not in _NOT_METRICS and is_number(v)}
 
 
 def find_summary_files(root: str | os.PathLike) -> list[Path]:
@@ -49,10 +62,11 @@ def parse_summary(data: dict[str, Any], source: str = "") -> RunData:
         {'val/acc': 0.9}
     """
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    if not isinstance(data.get("metrics") or {}, dict):
+        raise DataError(source or "summary", f"metrics must be a JSON object, got {type(data['metrics']).__name__}")
     metrics = flatten_numbers(data.get("metrics") or {}, sep=".")
-    for key, value in data.items():
-        if key not in _NOT_METRICS and is_number(value):
-            metrics.setdefault(key, float(value))
+    for key, value in run_statistics(data).items():
+        metrics.setdefault(key, float(value))
     seed = data.get("seed")
     if not (isinstance(seed, int) and not isinstance(seed, bool)):
         seed = seed_from_config(config)
@@ -106,15 +120,21 @@ def read_summary_file(path: str | os.PathLike) -> RunData:
     return parse_summary(data, source=str(path))
 
 
-def read_summaries(root: str | os.PathLike) -> list[RunData]:
+def read_summaries(root: str | os.PathLike, unreadable: list[Unreadable] | None = None) -> list[RunData]:
     """Reads every ``summary.json`` under ``root``, in path order.
 
+    Args:
+        root: a folder searched recursively, or one ``summary.json``.
+        unreadable: if given, a damaged summary (truncated, not JSON, not an object) is appended here and
+            skipped instead of raising, so one bad file does not stop a whole table.
+
     Raises:
-        DataError: if ``root`` does not exist or a summary cannot be parsed.
+        DataError: if ``root`` does not exist, or a summary cannot be parsed and ``unreadable`` is None.
 
     Example:
         >>> read_summaries("runs/")  # doctest: +SKIP
     """
     if not Path(root).exists():
         raise DataError(root, "folder of runs not found")
-    return [read_summary_file(p) for p in find_summary_files(root)]
+    runs = [collect(unreadable, read_summary_file, p) for p in find_summary_files(root)]
+    return [r for r in runs if r is not None]

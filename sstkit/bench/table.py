@@ -2,6 +2,9 @@
 
 Rules, in order:
 
+0. A filter, row or seed key that no run has, or a metric that no run logged (unless ``optional``), is an error
+   (:mod:`~sstkit.bench.checks`): a typo must not silently merge rows or empty a column. Run files that could not
+   be read (truncated, corrupt) are named in a note.
 1. Runs that do not match the spec's ``filters`` are dropped.
 2. Runs are grouped into rows by the values of the spec's row keys. Rows keep the order in which their first run
    was read (sources in spec order, files in path order), except that values listed in a row key's ``values``
@@ -14,6 +17,7 @@ Rules, in order:
    With one run the standard deviation is undefined and the cell shows the value alone (the CSV ``_std`` cell is
    empty): ``± 0.00`` would claim a measured spread of zero.
 6. ``n`` is the number of runs aggregated; with ``expect_runs`` set, rows with fewer runs are marked ``*``.
+7. Paths in notes and sources are relative to the spec file's folder, so a committed table names no machine.
 
 The CSV has one column per row key (raw config values), ``n``, and ``<metric>_mean`` / ``<metric>_std`` per
 metric in the metric's own units (not scaled; 12 significant digits), for further processing.
@@ -36,19 +40,11 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from sstkit.bench.records import MISSING, RunData, get_path
+from sstkit.bench.checks import check_filter_keys, check_matches, check_metrics, check_row_keys
+from sstkit.bench.records import MISSING, RunData, Unreadable, display_path, run_value
 from sstkit.bench.spec import TableSpec
 
-_RUN_FIELDS = ("name", "id", "status", "seed")
 _NOTE_LIMIT = 8  # runs named per note before "and N more", so a broken sweep does not drown the table
-
-
-def run_value(run: RunData, path: str) -> Any:
-    """The value of a row/filter/seed key for a run: a config path, else the run's own name/id/status/seed."""
-    value = get_path(run.config, path, default=MISSING)
-    if value is MISSING and path in _RUN_FIELDS:
-        value = getattr(run, path)
-    return value
 
 
 def values_equal(value: Any, wanted: Any) -> bool:
@@ -127,11 +123,11 @@ def _plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def _run_list(runs: list[RunData]) -> str:
-    names = [r.describe() for r in runs[:_NOTE_LIMIT]]
+def _run_list(runs: list[RunData] | list[Unreadable], base: Any = None, sep: str = ", ") -> str:
+    names = [r.describe(base) for r in runs[:_NOTE_LIMIT]]
     if len(runs) > _NOTE_LIMIT:
         names.append(f"and {len(runs) - _NOTE_LIMIT} more")
-    return ", ".join(names)
+    return sep.join(names)
 
 
 def _dedupe(runs: list[RunData], seed_key: str) -> tuple[list[RunData], list[RunData]]:
@@ -170,15 +166,27 @@ def _sort_rows(groups: list[list[Any]], spec: TableSpec) -> list[int]:
     return sorted(range(len(groups)), key=rank)
 
 
-def build_table(spec: TableSpec, runs: list[RunData]) -> Table:
+def build_table(spec: TableSpec, runs: list[RunData], unreadable: list[Unreadable] | None = None) -> Table:
     """Groups, filters and aggregates runs as the spec says (see the module docstring for the rules).
+
+    ``unreadable`` (damaged run files the readers skipped) become a note. Paths in notes are relative to the
+    spec's folder.
+
+    Raises:
+        SstkitError: if a filter, row or seed key, or a metric not marked optional, is in no run
+            (:mod:`~sstkit.bench.checks`), or the filters keep no run.
 
     Example:
         >>> table = build_table(load_spec("spec.yaml"), runs)  # doctest: +SKIP
         >>> table.rows[0].n, table.rows[0].cells[0].mean  # doctest: +SKIP
         (3, 0.841)
     """
+    check_filter_keys(spec, runs)
     matched = select_runs(runs, spec.filters)
+    check_matches(spec, runs, matched)
+    check_row_keys(spec, matched)
+    check_metrics(spec, matched)
+    base = spec.path.resolve().parent
     groups: dict[str, list[RunData]] = {}
     group_values: dict[str, list[Any]] = {}
     for run in matched:
@@ -208,22 +216,25 @@ def build_table(spec: TableSpec, runs: list[RunData]) -> Table:
         rows.append(Row(values=group_values[keys[i]], runs=finished, cells=cells, flagged=flagged))
 
     notes = []
+    if unreadable:
+        notes.append(f"{_plural(len(unreadable), 'run', 'runs')} unreadable: {_run_list(unreadable, base, '; ')}")
     for status, verb in (
         ("failed", "failed"),
         ("crashed", "crashed or ended without an exit record"),
         ("running", "still running"),
     ):
         if by_status.get(status):
-            notes.append(f"{_plural(len(by_status[status]), 'run', 'runs')} {verb}: {_run_list(by_status[status])}")
+            runs_text = _run_list(by_status[status], base)
+            notes.append(f"{_plural(len(by_status[status]), 'run', 'runs')} {verb}: {runs_text}")
     if superseded:
         notes.append(
             f"{_plural(len(superseded), 'run was', 'runs were')} superseded by another run of the same "
-            f"row and seed: {_run_list(superseded)}"
+            f"row and seed: {_run_list(superseded, base)}"
         )
     for metric_key, missing in lacking.items():
         if missing:
             verb = "lacks" if len(missing) == 1 else "lack"
-            notes.append(f"{_plural(len(missing), 'run', 'runs')} {verb} {metric_key}: {_run_list(missing)}")
+            notes.append(f"{_plural(len(missing), 'run', 'runs')} {verb} {metric_key}: {_run_list(missing, base)}")
     return Table(spec=spec, rows=rows, notes=notes, runs_read=len(runs), runs_matched=len(matched))
 
 
@@ -283,7 +294,9 @@ def render_markdown(table: Table, command: str | None = None) -> str:
     lines += [legend, ""]
     if table.notes:
         lines += ["Notes:", ""] + [f"- {_md_escape(note)}" for note in table.notes] + [""]
-    sources = "; ".join(str(s) for s in spec.sources)
+    base = spec.path.resolve().parent
+    sources = "; ".join(f"{s.kind}: {s.location if s.kind == 'wandb' else display_path(s.location, base)}"
+                        for s in spec.sources)
     made_by = f"`{command}`" if command else "`sstkit table`"
     read = (
         f"{table.runs_matched} of {table.runs_read}" if table.runs_matched != table.runs_read else f"{table.runs_read}"

@@ -4,6 +4,10 @@ This is the reader for runs that were logged online or synced. It needs a networ
 readers (``summary.json`` files, offline run files) work without either. The ``api`` argument takes any object
 with a ``runs(path, filters=...)`` method, which is how the tests run without a network.
 
+Requests: the run list is fetched with ``lazy=False``, so each page of ``PER_PAGE`` runs arrives with its configs
+and summaries and a table of N runs makes ceil(N / 50) requests. (wandb's default, ``lazy=True``, would fetch each
+run's config and summary with one more request per run: N + ceil(N / 50).)
+
 Example:
     >>> runs = read_wandb_api("my-team/sstkit", filters={"config.seed_everything": {"$in": [0, 1, 2]}})  # doctest: +SKIP
     >>> runs[0].status, runs[0].metrics["test/acc"]  # doctest: +SKIP
@@ -12,10 +16,13 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from sstkit.bench.records import RunData, flatten_numbers, seed_from_config
 from sstkit.errors import SstkitError
+
+PER_PAGE = 50  # runs per API request (wandb's default page size)
 
 # W&B run states -> the four states tables know about.
 _STATES = {
@@ -70,9 +77,8 @@ def convert_api_run(run: Any, path: str = "") -> RunData:
     config = _unwrap_config(getattr(run, "config", {}) or {})
     summary = _summary_dict(run)
     summary.pop("_wandb", None)
+    # W&B's ``_runtime`` keeps its name: sstkit's ``wall_time_s`` (summed over segments) is in the summary itself.
     metrics = flatten_numbers(summary)
-    if "_runtime" in metrics:
-        metrics.setdefault("wall_time_s", metrics["_runtime"])
     state = str(getattr(run, "state", "") or "").lower()
     run_id = str(getattr(run, "id", "") or "")
     extra: dict[str, Any] = {"state": state, "summary": summary}
@@ -110,8 +116,15 @@ def read_wandb_api(path: str, filters: dict[str, Any] | None = None, api: Any = 
             api = wandb.Api()
         except Exception as err:  # noqa: BLE001 - login, network and config errors all mean the same to the user
             raise SstkitError(f"cannot open the W&B API to read {path!r}: {err}") from None
+    kwargs: dict[str, Any] = {}
     try:
-        return [convert_api_run(run, path) for run in api.runs(path, filters=filters or {})]
+        params = inspect.signature(api.runs).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "lazy" in params:  # newer wandb: configs and summaries come with the list, not one request per run
+        kwargs.update(lazy=False, per_page=PER_PAGE)
+    try:
+        return [convert_api_run(run, path) for run in api.runs(path, filters=filters or {}, **kwargs)]
     except SstkitError:
         raise
     except Exception as err:  # noqa: BLE001 - the public API raises many transport-specific errors

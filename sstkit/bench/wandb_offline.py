@@ -16,8 +16,9 @@ The file format (checked against files written by wandb 0.31) is the LevelDB log
   block tail shorter than a header is zero padding. A payload split over blocks is FIRST, MIDDLE..., LAST.
 - each reassembled payload is one ``wandb_internal_pb2.Record`` protobuf message.
 
-A run that is still going (or was killed) ends in a partial record; reading stops there and keeps what came
-before. A run without an exit record is reported as ``crashed``.
+A file that ends in a partial record (truncated, or still being written) or holds a record whose checksum does
+not match is damaged: :func:`read_wandb_offline` reports it as unreadable, with the reason, rather than guess at
+the run's status from what came before. A complete file without an exit record is a ``crashed`` run.
 
 Example:
     >>> runs = read_wandb_offline("runs/sst2/wandb")  # doctest: +SKIP
@@ -36,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from sstkit.bench.records import RunData, flatten_numbers, seed_from_config
+from sstkit.bench.records import RunData, Unreadable, collect, flatten_numbers, seed_from_config
 from sstkit.errors import DataError, SstkitError
 
 FILE_IDENT = b":W&B"
@@ -51,7 +52,7 @@ class LogReader:
     """Iterates over the payloads of a W&B LevelDB-format log file.
 
     After iteration, ``complete`` is False if the file ended in a partial or corrupt record (the iteration stops
-    there rather than guessing at the rest).
+    there rather than guessing at the rest), and ``problem`` says what was wrong and where.
 
     Example:
         >>> with open("run-abc.wandb", "rb") as fp:  # doctest: +SKIP
@@ -63,6 +64,11 @@ class LogReader:
         self._fp = fp
         self._name = name
         self.complete = True
+        self.problem = ""
+
+    def _stop(self, problem: str) -> None:
+        self.complete = False
+        self.problem = self.problem or problem
 
     def _check_file_header(self, block: bytes) -> None:
         if len(block) < HEADER_LEN or block[:4] != FILE_IDENT:
@@ -78,11 +84,12 @@ class LogReader:
     def __iter__(self) -> Iterator[bytes]:
         pending: bytearray | None = None
         first_block = True
+        offset = 0
         while True:
             block = self._fp.read(BLOCK_LEN)
             if first_block and len(block) < HEADER_LEN and FILE_IDENT.startswith(block[:4]):
                 # The writer has created the file but not its header yet: a run that is just starting.
-                self.complete = False
+                self._stop("no W&B header yet (empty file: a run that has just started, or a copy cut short)")
                 return
             if first_block:
                 self._check_file_header(block)
@@ -96,8 +103,11 @@ class LogReader:
                     # Zero bytes: either the padding at a block's tail or space the writer has not filled yet.
                     break
                 data = block[pos + HEADER_LEN : pos + HEADER_LEN + length]
-                if len(data) < length or zlib.crc32(data, zlib.crc32(bytes([rtype]))) != checksum:
-                    self.complete = False
+                if len(data) < length:
+                    self._stop(f"truncated: ends inside a record at byte {offset + pos}")
+                    return
+                if zlib.crc32(data, zlib.crc32(bytes([rtype]))) != checksum:
+                    self._stop(f"corrupt: checksum mismatch in the record at byte {offset + pos}")
                     return
                 pos += HEADER_LEN + length
                 if rtype == FULL:
@@ -111,15 +121,16 @@ class LogReader:
                     yield bytes(pending + data)
                     pending = None
                 else:
-                    self.complete = False
+                    self._stop(f"corrupt: record type {rtype} out of sequence at byte {offset + pos}")
                     return
             if len(block) < BLOCK_LEN:
                 # A short block is the end of the file; trailing non-zero bytes are a half-written header.
                 if any(block[pos:]):
-                    self.complete = False
+                    self._stop(f"truncated: ends inside a record header at byte {offset + pos}")
                 break
+            offset += len(block)
         if pending is not None:
-            self.complete = False
+            self._stop("truncated: ends inside a record split over blocks")
 
 
 def _set_nested(target: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -172,12 +183,12 @@ def _apply(target: dict[str, Any], update: Any) -> None:
         _del_nested(target, _item_keys(item))
 
 
-def parse_run_file(path: str | os.PathLike) -> RunData:
+def parse_run_file(path: str | os.PathLike, allow_partial: bool = False) -> RunData:
     """Reads one ``run-<id>.wandb`` file into a :class:`RunData` (see :func:`parse_run_files`)."""
-    return parse_run_files([Path(path)])
+    return parse_run_files([Path(path)], allow_partial=allow_partial)
 
 
-def parse_run_files(paths: list[Path]) -> RunData:
+def parse_run_files(paths: list[Path], allow_partial: bool = False) -> RunData:
     """Reads the files of one run, oldest first, into a :class:`RunData`.
 
     A run resumed with the same id (sstkit's ``fit`` then ``test`` segments, a requeued job) gets one offline
@@ -186,11 +197,17 @@ def parse_run_files(paths: list[Path]) -> RunData:
 
     Config keys come back nested as logged; summary values are flattened with ``.`` (W&B's own convention:
     ``{"val": {"acc": 0.9}}`` is ``val.acc``). Keys missing from the summary fall back to their last history
-    value, which matters for killed runs. W&B's ``_runtime`` also appears as ``wall_time_s`` when the run did not
-    log that key itself.
+    value, which matters for killed runs. W&B's own ``_runtime`` stays under that name: it is not sstkit's
+    ``wall_time_s`` (the sum of the segments' wall times), which sstkit runs write into their summary themselves.
+
+    Args:
+        paths: the run's files, oldest segment first.
+        allow_partial: keep what comes before a truncated or corrupt record (``extra["complete"]`` is then
+            False) instead of raising; for looking into a live run, never for a table.
 
     Raises:
-        DataError: if a file is unreadable or is not a W&B run file.
+        DataError: if a file is unreadable, is not a W&B run file, or (unless ``allow_partial``) is truncated or
+            holds a corrupt record; the message says which and where.
     """
     try:
         from google.protobuf.message import DecodeError
@@ -214,6 +231,8 @@ def parse_run_files(paths: list[Path]) -> RunData:
                     try:
                         record.ParseFromString(payload)
                     except DecodeError:
+                        if not allow_partial:
+                            raise DataError(path, "corrupt: a record is not a W&B protobuf message") from None
                         complete = False
                         continue
                     kind = record.WhichOneof("record_type")
@@ -233,14 +252,14 @@ def parse_run_files(paths: list[Path]) -> RunData:
                     elif kind == "exit":
                         exit_code = int(record.exit.exit_code)
                 complete = complete and reader.complete
+                if not reader.complete and not allow_partial:
+                    raise DataError(path, reader.problem)
         except OSError as err:
             raise DataError(path, f"cannot read W&B run file: {err}") from None
 
     config.pop("_wandb", None)
     summary.pop("_wandb", None)
     metrics = {**history_last, **flatten_numbers(summary)}
-    if "_runtime" in metrics:
-        metrics.setdefault("wall_time_s", metrics["_runtime"])
     if exit_code is None:
         status = "crashed"
     else:
@@ -295,11 +314,16 @@ def find_run_files(root: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
-def read_wandb_offline(root: str | os.PathLike) -> list[RunData]:
+def read_wandb_offline(root: str | os.PathLike, unreadable: list[Unreadable] | None = None) -> list[RunData]:
     """Reads every offline W&B run under ``root`` (a ``wandb/`` folder, a run folder or a ``.wandb`` file).
 
+    Args:
+        root: where to look.
+        unreadable: if given, a run with a damaged file (truncated, corrupt, not a W&B file) is appended here
+            and skipped instead of raising.
+
     Raises:
-        DataError: if ``root`` does not exist or a file is not a W&B run file.
+        DataError: if ``root`` does not exist, or a file is damaged and ``unreadable`` is None.
 
     Example:
         >>> [r.status for r in read_wandb_offline("runs/sst2/wandb")]  # doctest: +SKIP
@@ -311,4 +335,5 @@ def read_wandb_offline(root: str | os.PathLike) -> list[RunData]:
     for path in find_run_files(root):
         by_id.setdefault(_id_from_name(path), []).append(path)
     # Segments of one run share its id; sorting by folder name (offline-run-<date>_<time>-<id>) orders them.
-    return [parse_run_files(sorted(paths, key=lambda p: p.parent.name)) for paths in by_id.values()]
+    runs = [collect(unreadable, parse_run_files, sorted(paths, key=lambda p: p.parent.name)) for paths in by_id.values()]
+    return [r for r in runs if r is not None]
