@@ -31,6 +31,7 @@ import torch
 from sstkit.errors import SstkitError
 from sstkit.functional.backdoor_common import prediction_stats
 from sstkit.functional.backdoor_exposure import StopRule, ascent_gradients
+from sstkit.stacking import method_setup
 
 
 def _step_logits(module: L.LightningModule, batch: dict[str, Any]) -> torch.Tensor:
@@ -72,6 +73,10 @@ class CleanUnlearning(L.Callback):
         self.stopped: dict[str, Any] | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        with method_setup(pl_module, "cul"):  # refuses methods CUL cannot be stacked on (sstkit.stacking)
+            self._load_init(pl_module, stage)
+
+    def _load_init(self, pl_module: L.LightningModule, stage: str) -> None:
         # Loading the same weights again is idempotent; a resumed checkpoint is restored after setup and wins.
         if stage == "fit" and self.init_from is not None:
             state = torch.load(self.init_from, map_location="cpu", weights_only=False).get("state_dict")
