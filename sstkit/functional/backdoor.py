@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from sstkit.functional.backdoor_common import (
     PredictionStats,
+    attack_success_counts,
     attack_success_rate,
     insert_tokens,
     predict,
@@ -41,7 +42,7 @@ from sstkit.functional.backdoor_scan import (
 
 __all__ = [
     "Candidate", "ExposureResult", "LabelScan", "NeuronMasks", "PredictionStats", "ScanResult", "StopRule", "Unit",
-    "attack_success_rate", "clean_unlearning", "flip_rate", "insert_tokens", "learn_masks", "predict",
+    "attack_success_counts", "attack_success_rate", "clean_unlearning", "flip_rate", "insert_tokens", "learn_masks", "predict",
     "prediction_stats", "prune_units", "random_label_finetune", "scan_label", "scan_triggers", "select_rows",
     "token_rank", "unlearn_trigger", "vocabulary_mask",
 ]
