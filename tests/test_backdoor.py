@@ -276,6 +276,8 @@ def test_backdoor_command_end_to_end(backdoored: dict, data_dir: Path, tmp_path:
                           "--out", str(tmp_path / "pr")]) == 0
     removed = json.loads((tmp_path / "pr" / "summary.json").read_text())
     assert {"original/asr", "removed/asr", "removed/ca"} <= set(removed["metrics"])
+    pruned = removed["metrics"]["pruned/units"]  # how many units were pruned reaches the table
+    assert pruned == removed["metrics"]["pruned/ffn"] + removed["metrics"]["pruned/head"] == sum(removed["pruned"].values())
     bad_device = "cuda:0" if not torch.cuda.is_available() else "gpu"
     with pytest.raises(SstkitError, match="--device"):
         backdoor_main(["expose", *common, "--device", bad_device, "--out", str(tmp_path / "never")])

@@ -240,6 +240,9 @@ def remove_main(args: argparse.Namespace) -> int:
     after = _measure(cleaned, sets)
     out = save_classifier(cleaned, args.out, extra={"method": f"ebyd-remove-{args.method}"})
     metrics = {"original/ca": before["ca"], "removed/ca": after["ca"]}
+    if "pruned" in extra:  # as metrics too, so that `sstkit table` can show how many units were pruned
+        metrics.update({f"pruned/{kind}": float(n) for kind, n in extra["pruned"].items()})
+        metrics["pruned/units"] = float(sum(extra["pruned"].values()))
     if "asr" in before:
         metrics.update({"original/asr": before["asr"], "removed/asr": after["asr"]})
     _write(out / REPORT, _report(args, "remove", metrics, extra))
