@@ -4,7 +4,7 @@ At the end of validation and testing the callback runs the model over the data m
 non-target examples with the trigger inserted, from :class:`sstkit.datamodules.PoisonedTextDataModule`) and logs
 ``val/asr`` / ``test/asr``: the share classified as the target label. The model family is untouched: predictions
 are the argmax of ``pl_module.step(batch, "test").preds``, counted by
-:func:`sstkit.functional.backdoor_common.attack_success_counts`, the same function ``sstkit backdoor`` uses (rows
+:func:`sstkit.functional.backdoor.common.attack_success_counts`, the same function ``sstkit backdoor`` uses (rows
 whose true label is the target are not counted). Under DDP each rank scores its own unpadded shard and the counts
 are summed.
 
@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from sstkit.errors import SstkitError
-from sstkit.functional.backdoor_common import attack_success_counts
+from sstkit.functional.backdoor.common import attack_success_counts
 from sstkit.stacking import method_setup
 
 STAGES = ("val", "test")

@@ -220,7 +220,7 @@ def test_scan_finds_planted_trigger(backdoored: dict) -> None:
 
 
 def test_margin_objective_does_not_saturate() -> None:
-    from sstkit.functional.backdoor_scan import toward_label_loss
+    from sstkit.functional.backdoor.scan import toward_label_loss
 
     logits = torch.tensor([[-20.0, 20.0, 0.0]], requires_grad=True)  # already label 1, by far
     (ce_grad,) = torch.autograd.grad(toward_label_loss(logits, 1, "ce"), logits)

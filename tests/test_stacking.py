@@ -25,7 +25,7 @@ from sstkit.callbacks import (
 from test_sst_callback import batch, tiny_model
 
 from sstkit.errors import SstkitError
-from sstkit.functional.backdoor_common import attack_success_rate
+from sstkit.functional.backdoor.common import attack_success_rate
 from sstkit.functional.lora import find_lora_layers
 from sstkit.optim import AdamR
 from sstkit.stacking import METHODS, REFUSED, check_pair, methods_on

@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from sstkit.functional.backdoor_common import (
+from sstkit.functional.backdoor.common import (
     PredictionStats,
     attack_success_counts,
     attack_success_rate,
@@ -27,9 +27,9 @@ from sstkit.functional.backdoor_common import (
     prediction_stats,
     select_rows,
 )
-from sstkit.functional.backdoor_exposure import ExposureResult, StopRule, clean_unlearning, random_label_finetune
-from sstkit.functional.backdoor_removal import NeuronMasks, Unit, learn_masks, prune_units, unlearn_trigger
-from sstkit.functional.backdoor_scan import (
+from sstkit.functional.backdoor.exposure import ExposureResult, StopRule, clean_unlearning, random_label_finetune
+from sstkit.functional.backdoor.removal import NeuronMasks, Unit, learn_masks, prune_units, unlearn_trigger
+from sstkit.functional.backdoor.scan import (
     Candidate,
     LabelScan,
     ScanResult,
