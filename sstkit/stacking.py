@@ -33,19 +33,19 @@ METHODS: dict[str, str] = {
     "qbert": "HessianQuantization", "cul": "CleanUnlearning", "asr": "AttackSuccessRate",
 }
 
-_SURGERY = "both replace the same nn.Linear layers ({a} by its own parameterisation, {b} by its own), so one of " \
-           "them would wrap the other's wrapper or match nothing; use one of them per model"
-_QAT = ("Q-BERT's group-wise quantisers and Hessian bit assignment act on plain nn.Linear weights; {other} has "
-        "replaced those layers, so the trained weight ({what}) is not the matrix the quantiser sees")
+_SURGERY = ("both replace the same nn.Linear layers ({what}), so one would wrap the other's wrapper or match "
+            "nothing; use one of them per model")
+_QAT = ("Q-BERT's group-wise quantisers and Hessian bit assignment act on plain nn.Linear weights, which {other} "
+        "replaces by its own layers: the trained weight ({what}) would not be the matrix the quantiser sees")
 _CUL = ("CleanUnlearning exposes a backdoor by full-parameter gradient ascent from init_from's plain weights "
         "(Expose Before You Defend); {other} {what}, which is not that exposure and cannot load init_from")
 
 # Unordered pairs that must not be stacked, with why. Every other pair of METHODS composes (see the module doc).
 REFUSED: dict[frozenset[str], str] = {
-    frozenset({"sst", "lora"}): _SURGERY.format(a="SST", b="LoRA") + " (SST trains W = U diag(s) Vh, LoRA adds "
-                                "(alpha/r)·B A to a frozen W)",
-    frozenset({"sst", "relora"}): _SURGERY.format(a="SST", b="ReLoRA") + " (SST trains W = U diag(s) Vh, ReLoRA "
-                                  "adds and periodically merges (alpha/r)·B A)",
+    frozenset({"sst", "lora"}): _SURGERY.format(what="SST trains W = U diag(s) Vh, LoRA adds (alpha/r)·B A to a "
+                                                "frozen W"),
+    frozenset({"sst", "relora"}): _SURGERY.format(what="SST trains W = U diag(s) Vh, ReLoRA adds and periodically "
+                                                  "merges (alpha/r)·B A"),
     frozenset({"lora", "relora"}): "ReLoRA is LoRA with periodic merges and restarts on the same layers; an "
                                    "adapter on an adapter has no meaning, use one of them",
     frozenset({"sst", "adamr"}): "AdamR pulls each parameter toward its value at its first step (θ − θ_pre), "
@@ -64,9 +64,10 @@ REFUSED: dict[frozenset[str], str] = {
     frozenset({"cul", "sst"}): _CUL.format(other="SST", what="would move only r sampled singular directions"),
     frozenset({"cul", "lora"}): _CUL.format(other="LoRA", what="would move only the low-rank adapters"),
     frozenset({"cul", "relora"}): _CUL.format(other="ReLoRA", what="would move only the low-rank adapters"),
-    frozenset({"cul", "qbert"}): "CleanUnlearning's ascent at lr 1e-5 moves each latent weight far less than one "
-                                 "2-8-bit quantisation step, so the quantised model Q-BERT trains would not "
-                                 "change and the defense predictions would never collapse",
+    frozenset({"cul", "qbert"}): "CleanUnlearning exposes init_from's model as it was trained, but under QAT the "
+                                 "forward pass is the quantised model, a different one; and at the low widths "
+                                 "Q-BERT assigns, ascent steps of about lr = 1e-5 per weight are far below one "
+                                 "quantisation step, so the quantised predictions would barely move",
 }
 
 _MODEL_ATTR = "_sstkit_methods"  # on the model: the methods set up on it, in order
