@@ -182,7 +182,8 @@ def test_cul_with_adamr_is_ascent_anchored_at_the_backdoored_weights(tmp_path: A
         model.eval()
         for anchor, p in zip(optimizer.anchors.values(), source.parameters(), strict=True):
             assert torch.equal(anchor, p.detach())
-        drift[lam] = sum(float((p - q).pow(2).sum()) for p, q in zip(model.parameters(), source.parameters())) ** 0.5
+        drift[lam] = sum(float((p.detach() - q.detach()).pow(2).sum())
+                         for p, q in zip(model.parameters(), source.parameters())) ** 0.5
         with torch.no_grad():
             losses[lam] = float(F.cross_entropy(model(b["input_ids"], b["attention_mask"]), b["labels"]))
     with torch.no_grad():
