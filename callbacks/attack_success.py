@@ -3,8 +3,10 @@
 At the end of validation and testing the callback runs the model over the data module's *triggered* set (the
 non-target examples with the trigger inserted, from :class:`sstkit.datamodules.PoisonedTextDataModule`) and logs
 ``val/asr`` / ``test/asr``: the share classified as the target label. The model family is untouched: predictions
-are the argmax of ``pl_module.step(batch, "test").preds``. Under DDP each rank scores its own unpadded shard and
-the counts are summed.
+are the argmax of ``pl_module.step(batch, "test").preds``, counted by
+:func:`sstkit.functional.backdoor.common.attack_success_counts`, the same function ``sstkit backdoor`` uses (rows
+whose true label is the target are not counted). Under DDP each rank scores its own unpadded shard and the counts
+are summed.
 
 Example (YAML)::
 
@@ -23,8 +25,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from sstkit.errors import SstkitError
+from sstkit.functional.backdoor.common import attack_success_counts
+from sstkit.stacking import method_setup
 
 STAGES = ("val", "test")
+
+
+def _step_logits(module: L.LightningModule, batch: dict[str, Any]) -> torch.Tensor:
+    return module.step(batch, "test").preds
 
 
 class AttackSuccessRate(L.Callback):
@@ -42,6 +50,10 @@ class AttackSuccessRate(L.Callback):
         self.stages, self.target_label = tuple(stages), target_label
         self._warned = False
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        with method_setup(pl_module, "asr"):  # a measurement: it stacks with every method, recorded all the same
+            pass
+
     def _target(self, datamodule: Any) -> int | None:
         return self.target_label if self.target_label is not None else getattr(datamodule, "target_label", None)
 
@@ -55,12 +67,8 @@ class AttackSuccessRate(L.Callback):
             if not self._warned:
                 self._warn(type(datamodule).__name__)
             return None
-        hits = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
-        for batch in loader:
-            batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            preds = pl_module.step(batch, "test").preds.argmax(-1)
-            hits += torch.tensor([(preds == target).sum().item(), preds.numel()], device=hits.device,
-                                 dtype=hits.dtype)
+        counts = attack_success_counts(pl_module, loader, target, _step_logits)
+        hits = torch.tensor(counts, dtype=torch.float64, device=pl_module.device)
         hits = trainer.strategy.reduce(hits, reduce_op="sum")
         return float(hits[0] / hits[1].clamp(min=1))
 

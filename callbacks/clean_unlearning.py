@@ -1,12 +1,12 @@
 """Clean Unlearning (CUL) of Expose Before You Defend as a callback: ``sstkit fit`` over a clean defense set
 becomes gradient *ascent* on its clean loss, stopped when the predictions collapse.
 
-The functional core is :func:`sstkit.functional.backdoor_exposure.clean_unlearning`; this callback is its Lightning
+The functional core is :func:`sstkit.functional.backdoor.exposure.clean_unlearning`; this callback is its Lightning
 face. It loads the backdoored model's weights from ``init_from`` in ``setup()`` (before a resumed checkpoint is
 restored, so resume still wins), flips the sign of the gradients in ``on_before_optimizer_step`` (after the DDP
 all-reduce) and clips their norm there, i.e. *after* backward. Every ``check_every`` steps it scores the defense
 set (the data module's training set) in eval mode, logs the collapse curve under ``method/cul/...`` and stops the
-run by :class:`sstkit.functional.backdoor_exposure.StopRule`.
+run by :class:`sstkit.functional.backdoor.exposure.StopRule`.
 
 Example (YAML; the official schedule is Adam, lr 1e-5, weight decay 5e-4, constant LR)::
 
@@ -29,8 +29,9 @@ import lightning as L
 import torch
 
 from sstkit.errors import SstkitError
-from sstkit.functional.backdoor_common import prediction_stats
-from sstkit.functional.backdoor_exposure import StopRule, ascent_gradients
+from sstkit.functional.backdoor.common import prediction_stats
+from sstkit.functional.backdoor.exposure import StopRule, ascent_gradients
+from sstkit.stacking import method_setup
 
 
 def _step_logits(module: L.LightningModule, batch: dict[str, Any]) -> torch.Tensor:
@@ -72,6 +73,10 @@ class CleanUnlearning(L.Callback):
         self.stopped: dict[str, Any] | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        with method_setup(pl_module, "cul"):  # refuses methods CUL cannot be stacked on (sstkit.stacking)
+            self._load_init(pl_module, stage)
+
+    def _load_init(self, pl_module: L.LightningModule, stage: str) -> None:
         # Loading the same weights again is idempotent; a resumed checkpoint is restored after setup and wins.
         if stage == "fit" and self.init_from is not None:
             state = torch.load(self.init_from, map_location="cpu", weights_only=False).get("state_dict")

@@ -44,6 +44,7 @@ from sstkit.functional.quantize import (
     swap_quant_modules,
 )
 from sstkit.nn.quant import check_bits
+from sstkit.stacking import method_setup
 
 METHOD = "qbert"
 
@@ -179,9 +180,10 @@ class HessianQuantization(L.Callback):
         return "bits" in self.state
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.init_weights and stage == "fit" and not self._block_names:
-            self._load_weights(pl_module)
-        self.attach(pl_module)
+        with method_setup(pl_module, METHOD):  # refuses methods Q-BERT cannot be stacked on (sstkit.stacking)
+            if self.init_weights and stage == "fit" and not self._block_names:
+                self._load_weights(pl_module)
+            self.attach(pl_module)
 
     def _load_weights(self, pl_module: torch.nn.Module) -> None:
         path = Path(self.init_weights or "")

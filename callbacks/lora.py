@@ -26,7 +26,7 @@ from sstkit.errors import SstkitError
 from sstkit.functional.export import dense_state_dict
 from sstkit.functional.lora import apply_lora, merged_linear, set_lora_trainable
 from sstkit.functional.surgery import method_patterns
-from sstkit.nn.spectral import SpectralLinear
+from sstkit.stacking import method_setup
 
 HEAD_PATTERNS = (r"re:(^|\.)(head|classifier|score|lm_head)\.",)
 
@@ -94,15 +94,12 @@ class LoRA(L.Callback):
         return self.alpha / self.rank
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        spectral = [name for name, m in pl_module.named_modules() if isinstance(m, SpectralLinear)]
-        if spectral:
-            raise SstkitError(f"{self.method}: cannot be combined with SparseSpectralTraining on the same model "
-                              f"(SpectralLinear layers: {spectral[:3]})")  # fmt: skip
-        patterns = method_patterns(pl_module, self.patterns)
-        self.layers = apply_lora(pl_module, self.rank, self.alpha, patterns, self.exclude, self.dropout,
-                                 method=self.method)  # fmt: skip
-        if self.layers:
-            set_lora_trainable(pl_module, self.layers, self.train_bias, self.freeze_other, self.trainable)
+        with method_setup(pl_module, self.method):  # refuses methods LoRA cannot be stacked on (sstkit.stacking)
+            patterns = method_patterns(pl_module, self.patterns)
+            self.layers = apply_lora(pl_module, self.rank, self.alpha, patterns, self.exclude, self.dropout,
+                                     method=self.method)  # fmt: skip
+            if self.layers:
+                set_lora_trainable(pl_module, self.layers, self.train_bias, self.freeze_other, self.trainable)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         if self.export_dense:

@@ -27,6 +27,7 @@ from sstkit.functional.export import dense_state_dict
 from sstkit.functional.sst import RULES, apply_sst, resolve_rank, sst_step_end
 from sstkit.functional.surgery import method_patterns
 from sstkit.nn.spectral import FORWARD_MODES, SpectralLinear
+from sstkit.stacking import method_setup
 
 from ._rewarm import RestartingMethod
 
@@ -119,13 +120,12 @@ class SparseSpectralTraining(RestartingMethod):
 
     # --- surgery --------------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        lora = [name for name, m in pl_module.named_modules() if hasattr(m, "lora_A") and hasattr(m, "lora_B")]
-        if lora:
-            raise SstkitError(f"sst: cannot be combined with LoRA/ReLoRA on the same model (LoRA layers: {lora[:3]})")
-        self.layers = apply_sst(
-            pl_module, self.rank, method_patterns(pl_module, self.patterns), self.seed,
-            enhanced_grad=self.enhanced_grad, forward_mode=self.forward_mode, exclude=self.exclude, rule=self.sampling,
-        )  # fmt: skip
+        with method_setup(pl_module, "sst"):  # refuses methods SST cannot be stacked on (sstkit.stacking)
+            self.layers = apply_sst(
+                pl_module, self.rank, method_patterns(pl_module, self.patterns), self.seed,
+                enhanced_grad=self.enhanced_grad, forward_mode=self.forward_mode, exclude=self.exclude,
+                rule=self.sampling,
+            )  # fmt: skip
 
     # --- after every optimizer step ---------------------------------------------------------------------------
     def after_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

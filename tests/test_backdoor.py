@@ -115,6 +115,33 @@ def test_asr_logged_by_callback(data_dir: Path, write_config, tmp_path: Path) ->
     assert float(metrics["test/asr"]) == pytest.approx(float((preds == 0).double().mean()))
 
 
+class _FixedLogits(torch.nn.Module):
+    """A 'classifier' whose logits ride in the batch, with the ``step``/``device`` the ASR callback uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.device = torch.device("cpu")
+
+    def step(self, batch: dict, stage: str) -> argparse.Namespace:
+        return argparse.Namespace(preds=batch["logits"])
+
+
+def test_asr_callback_and_command_count_the_same_way() -> None:
+    """One function computes ASR: rows whose true label is the target do not count, in the callback too."""
+    from sstkit.callbacks import AttackSuccessRate
+
+    logits = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])  # predictions 1, 1, 1, 0
+    batches = [{"input_ids": torch.ones(4, 3, dtype=torch.long), "attention_mask": torch.ones(4, 3, dtype=torch.long),
+                "labels": torch.tensor([1, 1, 0, 0]), "logits": logits}]
+    dm = argparse.Namespace(triggered_dataloader=lambda split: batches, target_label=1)
+    trainer = argparse.Namespace(datamodule=dm, strategy=argparse.Namespace(reduce=lambda t, reduce_op: t))
+    model = _FixedLogits()
+    callback = AttackSuccessRate().measure(trainer, model, "test")
+    command = attack_success_rate(model, batches, 1, lambda m, b: b["logits"])
+    assert callback == command == 0.5  # of the two label-0 rows one is put into class 1 (not 3 of 4)
+
+
 # --- a tiny backdoored model on a synthetic task ------------------------------------------------------------
 POS, NEG = ["good", "great", "fine", "nice", "superb", "lovely"], ["bad", "awful", "poor", "dull", "weak", "ugly"]
 FILL = "the a movie film story plot actor scene was is it this and of".split()
@@ -193,7 +220,7 @@ def test_scan_finds_planted_trigger(backdoored: dict) -> None:
 
 
 def test_margin_objective_does_not_saturate() -> None:
-    from sstkit.functional.backdoor_scan import toward_label_loss
+    from sstkit.functional.backdoor.scan import toward_label_loss
 
     logits = torch.tensor([[-20.0, 20.0, 0.0]], requires_grad=True)  # already label 1, by far
     (ce_grad,) = torch.autograd.grad(toward_label_loss(logits, 1, "ce"), logits)
@@ -249,6 +276,8 @@ def test_backdoor_command_end_to_end(backdoored: dict, data_dir: Path, tmp_path:
                           "--out", str(tmp_path / "pr")]) == 0
     removed = json.loads((tmp_path / "pr" / "summary.json").read_text())
     assert {"original/asr", "removed/asr", "removed/ca"} <= set(removed["metrics"])
+    pruned = removed["metrics"]["pruned/units"]  # how many units were pruned reaches the table
+    assert pruned == removed["metrics"]["pruned/ffn"] + removed["metrics"]["pruned/head"] == sum(removed["pruned"].values())
     bad_device = "cuda:0" if not torch.cuda.is_available() else "gpu"
     with pytest.raises(SstkitError, match="--device"):
         backdoor_main(["expose", *common, "--device", bad_device, "--out", str(tmp_path / "never")])

@@ -136,6 +136,7 @@ def test_no_match_warns_and_sst_combination_refused() -> None:
     model = tiny_model()
     with pytest.warns(UserWarning, match="matched no nn.Linear"):
         LoRA(patterns=["re:nothing_here$"]).setup(None, model, "fit")
+    model = tiny_model()
     SparseSpectralTraining(rank=2).setup(None, model, "fit")
-    with pytest.raises(SstkitError, match="relora: cannot be combined"):
+    with pytest.raises(SstkitError, match="ReLoRA cannot be stacked on SparseSpectralTraining"):
         ReLoRA(rank=2).setup(None, model, "fit")

@@ -233,8 +233,9 @@ def test_no_match_warns_and_lora_combination_refused() -> None:
     model = tiny_model()
     with pytest.warns(UserWarning, match="matched no nn.Linear"):
         SparseSpectralTraining(patterns=["*does_not_exist*"]).setup(None, model, "fit")
+    model = tiny_model()
     LoRA(rank=2).setup(None, model, "fit")
-    with pytest.raises(SstkitError, match="cannot be combined"):
+    with pytest.raises(SstkitError, match="SparseSpectralTraining cannot be stacked on LoRA"):
         SparseSpectralTraining(rank=2).setup(None, model, "fit")
 
 

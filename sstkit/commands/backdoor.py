@@ -27,10 +27,10 @@ from typing import Any
 from sstkit.commands.backdoor_data import DATASETS, EvalSets, load_eval_sets
 from sstkit.commands.classifier_io import backbone_of, load_classifier, resolve_device, save_classifier
 from sstkit.errors import SstkitError
-from sstkit.functional.backdoor_common import attack_success_rate, prediction_stats
-from sstkit.functional.backdoor_exposure import StopRule, clean_unlearning, random_label_finetune
-from sstkit.functional.backdoor_removal import NeuronMasks, learn_masks, prune_units, unlearn_trigger
-from sstkit.functional.backdoor_scan import scan_triggers, token_rank, vocabulary_mask
+from sstkit.functional.backdoor.common import attack_success_rate, prediction_stats
+from sstkit.functional.backdoor.exposure import StopRule, clean_unlearning, random_label_finetune
+from sstkit.functional.backdoor.removal import NeuronMasks, learn_masks, prune_units, unlearn_trigger
+from sstkit.functional.backdoor.scan import scan_triggers, token_rank, vocabulary_mask
 from sstkit.models.backbones import load_tokenizer
 
 REPORT = "summary.json"  # the name `sstkit table` collects
@@ -240,6 +240,9 @@ def remove_main(args: argparse.Namespace) -> int:
     after = _measure(cleaned, sets)
     out = save_classifier(cleaned, args.out, extra={"method": f"ebyd-remove-{args.method}"})
     metrics = {"original/ca": before["ca"], "removed/ca": after["ca"]}
+    if "pruned" in extra:  # as metrics too, so that `sstkit table` can show how many units were pruned
+        metrics.update({f"pruned/{kind}": float(n) for kind, n in extra["pruned"].items()})
+        metrics["pruned/units"] = float(sum(extra["pruned"].values()))
     if "asr" in before:
         metrics.update({"original/asr": before["asr"], "removed/asr": after["asr"]})
     _write(out / REPORT, _report(args, "remove", metrics, extra))

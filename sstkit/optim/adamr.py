@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from sstkit.errors import SstkitError
+from sstkit.stacking import check_optimizer_params
 
 PENALTIES = ("l2", "l1")
 _ANCHOR_KEY = "adamr_pretrained"
@@ -76,6 +77,8 @@ class AdamR(torch.optim.Adam):
         for group in self.param_groups:
             group.setdefault("delta_decay", delta_decay)
             group.setdefault("penalty", penalty)
+        # A delta toward the first-step value is meaningless for parameters some methods re-sample or merge away.
+        check_optimizer_params("adamr", [p for g in self.param_groups if g["delta_decay"] > 0 for p in g["params"]])
         # θ_pre per parameter; not in self.state so that Adam's lazy state initialisation still runs.
         # Keyed by the parameter's position in param_groups (a Tensor is a poor dict key: == is elementwise).
         self.anchors: dict[int, Tensor] = {}

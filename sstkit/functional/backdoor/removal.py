@@ -1,7 +1,7 @@
 """Backdoor removal guided by an exposed model: unlearning the recovered trigger, and RNP-style neuron pruning.
 
 1. **Trigger unlearning**: fine-tune the *original* model on D ∪ ⋃_τ {(x ⊕ τ, y) : (x, y) ∈ D}, where each τ is a
-   trigger the scan recovered (:mod:`sstkit.functional.backdoor_scan`) inserted at a random position, keeping the
+   trigger the scan recovered (:mod:`sstkit.functional.backdoor.scan`) inserted at a random position, keeping the
    true labels, so the model learns that τ carries no label. Several triggers matter: BadNets plants several rare
    words, each a trigger on its own, and unlearning only the best one leaves the others working.
 2. **Neuron-mask pruning** (RNP, Li et al. 2023, applied as in EBYD): on the *exposed* model (weights frozen) learn
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sstkit.errors import SstkitError
-from sstkit.functional.backdoor_common import Batch, LogitsFn, default_logits, insert_tokens, model_device, to_device
+from sstkit.functional.backdoor.common import Batch, LogitsFn, default_logits, insert_tokens, model_device, to_device
 
 UNITS = ("ffn", "head")
 

@@ -18,17 +18,18 @@ Example:
 
 from __future__ import annotations
 
-from sstkit.functional.backdoor_common import (
+from sstkit.functional.backdoor.common import (
     PredictionStats,
+    attack_success_counts,
     attack_success_rate,
     insert_tokens,
     predict,
     prediction_stats,
     select_rows,
 )
-from sstkit.functional.backdoor_exposure import ExposureResult, StopRule, clean_unlearning, random_label_finetune
-from sstkit.functional.backdoor_removal import NeuronMasks, Unit, learn_masks, prune_units, unlearn_trigger
-from sstkit.functional.backdoor_scan import (
+from sstkit.functional.backdoor.exposure import ExposureResult, StopRule, clean_unlearning, random_label_finetune
+from sstkit.functional.backdoor.removal import NeuronMasks, Unit, learn_masks, prune_units, unlearn_trigger
+from sstkit.functional.backdoor.scan import (
     Candidate,
     LabelScan,
     ScanResult,
@@ -41,7 +42,7 @@ from sstkit.functional.backdoor_scan import (
 
 __all__ = [
     "Candidate", "ExposureResult", "LabelScan", "NeuronMasks", "PredictionStats", "ScanResult", "StopRule", "Unit",
-    "attack_success_rate", "clean_unlearning", "flip_rate", "insert_tokens", "learn_masks", "predict",
+    "attack_success_counts", "attack_success_rate", "clean_unlearning", "flip_rate", "insert_tokens", "learn_masks", "predict",
     "prediction_stats", "prune_units", "random_label_finetune", "scan_label", "scan_triggers", "select_rows",
     "token_rank", "unlearn_trigger", "vocabulary_mask",
 ]

@@ -91,12 +91,25 @@ def prediction_stats(model: nn.Module, batches: Iterable[Batch], num_labels: int
     )
 
 
+def attack_success_counts(model: nn.Module, triggered: Iterable[Batch], target: int,
+                          logits_fn: LogitsFn = default_logits) -> tuple[int, int]:
+    """(hits, examples): of the triggered examples whose *true* label is not ``target``, how many the model puts
+    into ``target``. The one ASR computation of sstkit: ``sstkit backdoor`` and the ``AttackSuccessRate``
+    callback (which sums the counts over DDP ranks) both call it.
+
+    Example:
+        >>> hits, total = attack_success_counts(model, triggered_batches, target=1)  # doctest: +SKIP
+    """
+    logits, labels = predict(model, triggered, logits_fn)
+    keep = labels != target if labels.numel() else torch.ones(len(logits), dtype=torch.bool)
+    return int((logits.argmax(-1)[keep] == target).sum()), int(keep.sum())
+
+
 def attack_success_rate(model: nn.Module, triggered: Iterable[Batch], target: int,
                         logits_fn: LogitsFn = default_logits) -> float:
     """Share of triggered examples whose *true* label is not ``target`` that the model puts into ``target``."""
-    logits, labels = predict(model, triggered, logits_fn)
-    keep = labels != target if labels.numel() else torch.ones(len(logits), dtype=torch.bool)
-    return float((logits.argmax(-1)[keep] == target).double().mean()) if keep.any() else float("nan")
+    hits, total = attack_success_counts(model, triggered, target, logits_fn)
+    return hits / total if total else float("nan")
 
 
 def insert_tokens(batches: Iterable[Batch], token_ids: list[int], seed: int = 0, pad_id: int = 0,

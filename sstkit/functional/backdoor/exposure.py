@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sstkit.errors import SstkitError
-from sstkit.functional.backdoor_common import (
+from sstkit.functional.backdoor.common import (
     Batch,
     LogitsFn,
     PredictionStats,

@@ -12,7 +12,7 @@ predicts t — as an exposed model that collapsed onto t does for every input. R
 each verified by its *flip rate*: the share of those inputs the model puts into t once v is inserted. ``rounds``
 > 1 repeats the gradient step with the best verified token in place of the placeholder. The backdoor label is the
 t whose best token flips most, the model's backdoor score is that flip rate, and a model is flagged above a
-threshold. On an exposed model (:mod:`sstkit.functional.backdoor_exposure`) clean features are gone, so natural
+threshold. On an exposed model (:mod:`sstkit.functional.backdoor.exposure`) clean features are gone, so natural
 words no longer flip predictions and only a trigger does; on a binary task the exposed model may collapse onto
 the target class itself, which leaves nothing to flip for that label: then the exposed model still *proposes* the
 candidates (its gradients no longer point at clean sentiment words) and the original model verifies their flips
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sstkit.errors import SstkitError
-from sstkit.functional.backdoor_common import (
+from sstkit.functional.backdoor.common import (
     Batch,
     LogitsFn,
     default_logits,

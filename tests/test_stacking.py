@@ -1,0 +1,219 @@
+"""Method stacking: every refused pair refuses with its reason; every pair that composes does what it should.
+
+The pair table is ``sstkit.stacking.REFUSED`` (and ``docs/methods/README.md``); the tests below walk it, so a
+method added to ``METHODS`` without a decision for each pair fails ``test_every_pair_is_decided_and_tested``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sstkit.callbacks import (
+    AttackSuccessRate,
+    CleanUnlearning,
+    HessianQuantization,
+    LoRA,
+    ReLoRA,
+    SparseSpectralTraining,
+)
+from test_sst_callback import batch, tiny_model
+
+from sstkit.errors import SstkitError
+from sstkit.functional.backdoor.common import attack_success_rate
+from sstkit.functional.lora import find_lora_layers
+from sstkit.optim import AdamR
+from sstkit.stacking import METHODS, REFUSED, check_pair, methods_on
+
+CALLBACKS = {
+    "sst": lambda: SparseSpectralTraining(rank=2),
+    "lora": lambda: LoRA(rank=2, alpha=4),
+    "relora": lambda: ReLoRA(rank=2, alpha=4, merge_every=2),
+    "qbert": lambda: HessianQuantization(bits="4", num_groups=2),
+    "cul": lambda: CleanUnlearning(),
+    "asr": lambda: AttackSuccessRate(),
+}
+# Pairs that compose, each with the test below that checks what the pair means.
+COMPOSES = {
+    frozenset({"lora", "adamr"}): "test_lora_with_adamr_decays_the_low_rank_delta",
+    frozenset({"qbert", "adamr"}): "test_qat_with_adamr_anchors_the_latent_weights",
+    frozenset({"cul", "adamr"}): "test_cul_with_adamr_is_ascent_anchored_at_the_backdoored_weights",
+    **{frozenset({"asr", m}): "test_asr_measures_the_stacked_model" for m in METHODS if m != "asr"},
+}
+
+
+def test_every_pair_is_decided_and_tested() -> None:
+    pairs = {frozenset(p) for p in itertools.combinations(METHODS, 2)}
+    assert set(REFUSED) | set(COMPOSES) == pairs
+    assert not set(REFUSED) & set(COMPOSES)
+    assert all(name in globals() for name in COMPOSES.values())
+
+
+def _setup(method: str, model: torch.nn.Module) -> None:
+    CALLBACKS[method]().setup(None, model, "fit")
+
+
+# --- refusals -------------------------------------------------------------------------------------------------
+CALLBACK_REFUSALS = [(a, b) for pair in REFUSED for a, b in itertools.permutations(pair) if "adamr" not in pair]
+
+
+@pytest.mark.parametrize(("first", "second"), CALLBACK_REFUSALS, ids=[f"{a}-then-{b}" for a, b in CALLBACK_REFUSALS])
+def test_second_callback_refuses_with_reason(first: str, second: str) -> None:
+    model = tiny_model()
+    _setup(first, model)
+    state = copy.deepcopy(model.state_dict())
+    reason = REFUSED[frozenset({first, second})]
+    with pytest.raises(SstkitError, match=rf"{METHODS[second]} cannot be stacked on {METHODS[first]}") as err:
+        _setup(second, model)
+    assert reason in str(err.value)
+    # Refused before any surgery: the model is as the first method left it.
+    assert methods_on(model) == (first,) and model.state_dict().keys() == state.keys()
+
+
+@pytest.mark.parametrize("first", ["sst", "relora"])
+def test_adamr_refuses_parameters_of_resampled_or_merged_methods(first: str) -> None:
+    model = tiny_model()
+    _setup(first, model)
+    with pytest.raises(SstkitError, match=rf"AdamR cannot be stacked on {METHODS[first]} \(\d+ of the optimizer"):
+        AdamR(model.parameters(), lr=1e-3, delta_decay=0.1)
+    # λ = 0 is plain Adam, and a group that turns the decay off for the method's parameters is allowed.
+    AdamR(model.parameters(), lr=1e-3, delta_decay=0.0)
+    owned = {id(p) for layer in _layers(first, model) for p in layer.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in owned]
+    mine = [p for p in model.parameters() if id(p) in owned]
+    AdamR([{"params": rest}, {"params": mine, "delta_decay": 0.0}], lr=1e-3, delta_decay=0.1)
+
+
+def _layers(method: str, model: torch.nn.Module) -> list[torch.nn.Module]:
+    from sstkit.functional.sst import find_spectral_layers
+
+    return list(find_spectral_layers(model).values()) if method == "sst" else list(find_lora_layers(model).values())
+
+
+def test_setup_again_is_idempotent_and_same_method_allowed() -> None:
+    model = tiny_model()
+    cb = SparseSpectralTraining(rank=2)
+    cb.setup(None, model, "fit")
+    cb.setup(None, model, "test")  # setup runs again for validate/test: no refusal of itself
+    AttackSuccessRate().setup(None, model, "fit")
+    assert methods_on(model) == ("sst", "asr")
+    check_pair("sst", "sst")
+
+
+# --- pairs that compose -----------------------------------------------------------------------------------------
+def _steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int, ascent: bool = False) -> None:
+    b = batch()
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(b["input_ids"], b["attention_mask"]), b["labels"])
+        (-loss if ascent else loss).backward()
+        optimizer.step()
+    model.eval()
+
+
+def _lora_delta(model: torch.nn.Module) -> float:
+    total = 0.0
+    for layer in find_lora_layers(model).values():
+        a, b = layer.lora_A["default"].weight.detach(), layer.lora_B["default"].weight.detach()
+        total += float((layer.scaling["default"] * b @ a).pow(2).sum())
+    return total**0.5
+
+
+def test_lora_with_adamr_decays_the_low_rank_delta() -> None:
+    """AdamR on LoRA: B starts at 0, so pulling (A, B) to their start shrinks ΔW = (alpha/r)·B A; W0 stays put."""
+    deltas = {}
+    for lam in (0.0, 0.1):
+        model = tiny_model()
+        _setup("lora", model)
+        frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+        _steps(model, AdamR([p for p in model.parameters() if p.requires_grad], lr=1e-2, delta_decay=lam), 8)
+        deltas[lam] = _lora_delta(model)
+        assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    assert 0 < deltas[0.1] < 0.8 * deltas[0.0]
+
+
+def test_qat_with_adamr_anchors_the_latent_weights() -> None:
+    """AdamR under Q-BERT's QAT regularises the latent full-precision weights (the ones the STE updates)."""
+    from sstkit.nn.quant import QuantLinear
+
+    drift = {}
+    for lam in (0.0, 0.1):
+        model = tiny_model()
+        _setup("qbert", model)
+        quant = [m for m in model.modules() if isinstance(m, QuantLinear)]
+        assert quant and all(m.bits == 4 for m in quant if m.bits is not None)
+        start = {id(m.weight): m.weight.detach().clone() for m in quant}
+        optimizer = AdamR(model.parameters(), lr=1e-2, delta_decay=lam)
+        _steps(model, optimizer, 8)
+        index = {id(p): i for i, p in enumerate(optimizer._params())}
+        for m in quant:  # the anchor is the latent weight at the first step, not its quantised value
+            assert torch.equal(optimizer.anchors[index[id(m.weight)]], start[id(m.weight)])
+        drift[lam] = sum(float((m.weight.detach() - start[id(m.weight)]).pow(2).sum()) for m in quant) ** 0.5
+    assert 0 < drift[0.1] < 0.8 * drift[0.0]
+
+
+def test_cul_with_adamr_is_ascent_anchored_at_the_backdoored_weights(tmp_path: Any) -> None:
+    """CUL loads init_from in setup, before the optimizer exists: AdamR's anchor is the model to expose."""
+    source = tiny_model()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.05)
+    ckpt = tmp_path / "backdoored.ckpt"
+    torch.save({"state_dict": source.state_dict()}, ckpt)
+    drift, losses = {}, {}
+    for lam in (0.0, 0.3):
+        model = tiny_model()
+        cul = CleanUnlearning(init_from=str(ckpt), max_grad_norm=None)
+        cul.setup(None, model, "fit")
+        optimizer = AdamR(model.parameters(), lr=1e-2, delta_decay=lam)
+        b = batch()
+        model.train()
+        for _ in range(6):
+            optimizer.zero_grad()
+            F.cross_entropy(model(b["input_ids"], b["attention_mask"]), b["labels"]).backward()
+            cul.on_before_optimizer_step(None, model, optimizer)  # descent gradients -> ascent
+            optimizer.step()
+        model.eval()
+        for anchor, p in zip(optimizer.anchors.values(), source.parameters(), strict=True):
+            assert torch.equal(anchor, p.detach())
+        drift[lam] = sum(float((p.detach() - q.detach()).pow(2).sum())
+                         for p, q in zip(model.parameters(), source.parameters())) ** 0.5
+        with torch.no_grad():
+            losses[lam] = float(F.cross_entropy(model(b["input_ids"], b["attention_mask"]), b["labels"]))
+    with torch.no_grad():
+        start_loss = float(F.cross_entropy(source.eval()(b["input_ids"], b["attention_mask"]), b["labels"]))
+    assert losses[0.0] > start_loss and losses[0.3] > start_loss  # still an ascent
+    assert drift[0.3] < 0.8 * drift[0.0]  # but held near the backdoored weights
+
+
+class _Trainer(SimpleNamespace):
+    """What AttackSuccessRate.measure reads from a trainer: the data module and a (single-process) reduce."""
+
+    def __init__(self, datamodule: Any) -> None:
+        super().__init__(datamodule=datamodule, strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
+
+
+@pytest.mark.parametrize("method", [m for m in CALLBACKS if m != "asr"])
+def test_asr_measures_the_stacked_model(method: str) -> None:
+    """ASR after any method's surgery is the ASR of the model as that method changed it."""
+    model = tiny_model()
+    _setup(method, model)
+    if method in ("sst", "lora", "relora"):
+        _steps(model, torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-2), 3)
+    asr = AttackSuccessRate(target_label=1)
+    asr.setup(None, model, "test")
+    assert methods_on(model) == (method, "asr")
+    b = batch(4)
+    triggered = [{**b, "labels": torch.tensor([0, 0, 0, 1])}]
+    dm = SimpleNamespace(triggered_dataloader=lambda split: triggered, target_label=1)
+    value = asr.measure(_Trainer(dm), model, "test")
+    with torch.no_grad():
+        preds = model(b["input_ids"], b["attention_mask"]).argmax(-1)
+    assert value == pytest.approx(float((preds[:3] == 1).double().mean()))
+    assert value == attack_success_rate(model, triggered, 1)
