@@ -104,6 +104,15 @@ def test_top_level_help_lists_every_command() -> None:
         assert f"  {name} " in text, f"sstkit --help does not list {name}"
 
 
+def test_no_command_prints_usage_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    from sstkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: sstkit {fit,")
+
+
 def test_short_class_names_resolve_in_a_fresh_cli(tmp_path: Path) -> None:
     config = tmp_path / "short.yaml"
     config.write_text(
