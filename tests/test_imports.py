@@ -104,6 +104,17 @@ def test_top_level_help_lists_every_command() -> None:
         assert f"  {name} " in text, f"sstkit --help does not list {name}"
 
 
+def test_every_command_target_imports() -> None:
+    import importlib
+
+    from sstkit.cli import COMMANDS
+
+    for name, command in COMMANDS.items():
+        if command.target is not None:
+            module, function = command.target.split(":")
+            assert callable(getattr(importlib.import_module(module), function)), f"sstkit {name}: {command.target}"
+
+
 def test_no_command_prints_usage_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
     from sstkit.cli import main
 
