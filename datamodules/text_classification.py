@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sstkit.errors import SstkitError
-from sstkit.models.backbones import load_tokenizer
+from sstkit.loaders import load_tokenizer
 from sstkit.paths import cache_dir, fingerprint, require_files, resolve_data_dir
 
 from .resumable import EvalLoaderHooks, eval_loader, train_loader

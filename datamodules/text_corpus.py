@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from sstkit.errors import DataError, SstkitError
-from sstkit.models.backbones import load_tokenizer
+from sstkit.loaders import load_tokenizer
 from sstkit.paths import cache_dir, fingerprint, require_files, resolve_data_dir
 
 from .bpe import load_or_train_bpe

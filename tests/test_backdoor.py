@@ -34,7 +34,7 @@ from sstkit.functional.backdoor import (
     unlearn_trigger,
     vocabulary_mask,
 )
-from sstkit.models.backbones import load_tokenizer
+from sstkit.loaders import load_tokenizer
 from sstkit.models.text_classifier import TextClassifier
 
 

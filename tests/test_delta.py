@@ -24,7 +24,7 @@ from sstkit.functional.delta import (
     magnitude_prune,
     wanda_prune,
 )
-from sstkit.models.backbones import load_encoder, load_tokenizer
+from sstkit.loaders import load_encoder, load_tokenizer
 from sstkit.models.text_classifier import TextClassifier
 
 

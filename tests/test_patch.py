@@ -16,7 +16,7 @@ from sstkit.commands.patch import patch_main
 from sstkit.errors import SstkitError
 from sstkit.functional.lora import apply_lora
 from sstkit.functional.patch import apply_patch, architecture_of, extract_patch, load_patch, save_patch
-from sstkit.models.backbones import load_encoder, load_tokenizer
+from sstkit.loaders import load_encoder, load_tokenizer
 from sstkit.models.text_classifier import TextClassifier
 
 IDS = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2204, 3185, 102, 0, 0]])

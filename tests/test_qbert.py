@@ -264,7 +264,7 @@ def test_quantize_command(write_config, data_dir: Path, tmp_path: Path) -> None:
     from conftest import tiny_config
     from sstkit.datamodules import SST2DataModule
 
-    from sstkit.quantize_cmd import quantize_main
+    from sstkit.commands.quantize import quantize_main
 
     config = write_config(tiny_config(data_dir))
     model = _tiny_classifier()

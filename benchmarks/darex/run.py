@@ -71,7 +71,7 @@ def evaluate(runs: Path, ckpt: Path, model_name: str, ft_seed: int, args: argpar
     from sstkit.commands.classifier_io import accuracy, load_classifier, make_batches, read_texts
     from sstkit.commands.delta_session import DeltaSession
     from sstkit.functional.delta import delta_stats
-    from sstkit.models.backbones import load_encoder
+    from sstkit.loaders import load_encoder
 
     texts, labels = read_texts(Path(args.data) / "sst2" / "test.tsv")
     half = len(texts) // 2

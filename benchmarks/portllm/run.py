@@ -63,7 +63,7 @@ def evolve(out: Path, steps: int, args: argparse.Namespace) -> float:
     import torch
 
     from sstkit.commands.classifier_io import read_texts
-    from sstkit.models.backbones import load_encoder, load_tokenizer
+    from sstkit.loaders import load_encoder, load_tokenizer
 
     if (out / "norm.json").is_file():
         return json.loads((out / "norm.json").read_text())["delta_norm"]

@@ -65,7 +65,7 @@ def finetune(args: argparse.Namespace) -> Path:
 
 
 def quantize(ckpt: Path, name: str, seed: int, args: argparse.Namespace, *extra: str) -> None:
-    from sstkit.quantize_cmd import quantize_main
+    from sstkit.commands.quantize import quantize_main
 
     steps = int(extra[extra.index("--qat-steps") + 1]) if "--qat-steps" in extra else 0
     out = qat_folder(args.runs, steps) / name / f"seed{seed}"

@@ -31,7 +31,7 @@ from sstkit.functional.backdoor.common import attack_success_rate, prediction_st
 from sstkit.functional.backdoor.exposure import StopRule, clean_unlearning, random_label_finetune
 from sstkit.functional.backdoor.removal import NeuronMasks, learn_masks, prune_units, unlearn_trigger
 from sstkit.functional.backdoor.scan import scan_triggers, token_rank, vocabulary_mask
-from sstkit.models.backbones import load_tokenizer
+from sstkit.loaders import load_tokenizer
 
 REPORT = "summary.json"  # the name `sstkit table` collects
 

@@ -20,7 +20,7 @@ from sstkit.datamodules import AGNewsDataModule, SST2DataModule
 from sstkit.datamodules.attacks import Attack, make_attack
 from sstkit.datamodules.poisoning import triggered_texts
 from sstkit.errors import SstkitError
-from sstkit.models.backbones import load_tokenizer
+from sstkit.loaders import load_tokenizer
 
 DATASETS = {"sst2": SST2DataModule, "agnews": AGNewsDataModule}
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from sstkit.errors import SstkitError
-from sstkit.models.backbones import load_tokenizer
+from sstkit.loaders import load_tokenizer
 from sstkit.models.text_classifier import TextClassifier
 
 META_FILE = "sstkit_classifier.json"

@@ -21,7 +21,7 @@ from sstkit.commands.classifier_io import backbone_of, load_classifier, make_bat
 from sstkit.commands.delta_session import DeltaSession, QChoice
 from sstkit.errors import SstkitError
 from sstkit.functional.delta import METHODS, delta_stats
-from sstkit.models.backbones import load_encoder
+from sstkit.loaders import load_encoder
 from sstkit.paths import resolve_data_dir
 
 Q_MODES = ("global", "analytic", "unsupervised")

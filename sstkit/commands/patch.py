@@ -30,7 +30,7 @@ from sstkit.functional.patch import (
     load_patch,
     save_patch,
 )
-from sstkit.models.backbones import resolve_backbone
+from sstkit.loaders import resolve_backbone
 from sstkit.models.text_classifier import TextClassifier
 
 ENCODER_PREFIX = "encoder."

