@@ -35,6 +35,7 @@ def test_resume_mid_epoch_is_exact(write_config, data_dir: Path, tmp_path: Path)
     first = run_cli("fit", "--config", str(config), "--name", "parts", "--run_root", runs,
                     f"--trainer.callbacks+={stop}")
     assert first.trainer.global_step == 8 and ckpt.is_file()
+    first_id = summary(tmp_path / "runs", "parts")["wandb"]["id"]
     resumed = run_cli("fit", "--config", str(config), "--name", "parts", "--run_root", runs, "--ckpt_path", str(ckpt))
     assert resumed.trainer.global_step == 16
     _assert_same_run(whole, resumed)
@@ -42,4 +43,7 @@ def test_resume_mid_epoch_is_exact(write_config, data_dir: Path, tmp_path: Path)
     record = summary(tmp_path / "runs", "parts")
     assert [s["command"] for s in record["segments"]] == ["fit", "fit", "validate"]
     assert record["segments"][1]["start_step"] == 8 and record["global_step"] == 16
-    assert record["wandb"]["id"] == summary(tmp_path / "runs", "parts")["wandb"]["id"]
+    # The resumed segment logs into the first segment's W&B run (one run, one id), not into a new one.
+    assert record["wandb"]["id"] == first_id
+    offline = sorted(p.name for p in (tmp_path / "runs" / "parts" / "seed0" / "wandb").glob("offline-run-*"))
+    assert offline and all(name.endswith(f"-{first_id}") for name in offline), offline
