@@ -87,7 +87,7 @@ class HessianQuantization(L.Callback):
         exclude: modules kept full precision (default: the task head).
         omega: Ω from a JSON file, a list or a map, instead of computing it.
         hessian_batches: training batches per data subset; num_subsets: estimates per block.
-        max_iter, tol: power-iteration limits.
+        max_iter, tol: Lanczos limits (steps, relative residual; see :func:`sstkit.functional.hessian.top_eigenvalue`).
         seed: start vectors and the ``random`` order.
         omega_file: where to write the computed Ω (JSON, rank 0).
         init_weights: a checkpoint of the fine-tuned model whose weights are loaded in ``setup`` before
@@ -99,7 +99,7 @@ class HessianQuantization(L.Callback):
                  embedding_bits: int | None = 8, other_bits: int | None = 8, activation_bits: int | None = 8,
                  blocks: list[str] | None = None, exclude: list[str] | None = None,
                  omega: str | list[float] | dict[str, float] | None = None, hessian_batches: int = 2,
-                 num_subsets: int = 3, max_iter: int = 20, tol: float = 1e-2, seed: int = 0,
+                 num_subsets: int = 3, max_iter: int = 20, tol: float = 1e-3, seed: int = 0,
                  omega_file: str | None = None, init_weights: str | None = None) -> None:
         self.widths = parse_pattern(bits)
         if order not in ORDERS:

@@ -81,6 +81,24 @@ def wandb_mode() -> str:
     return "offline"
 
 
+class RunWandbLogger(WandbLogger):
+    """A ``WandbLogger`` that only ever logs into its own run id.
+
+    Lightning's logger adopts whatever W&B run is active in the process whenever it (re)starts its experiment, e.g.
+    when ``trainer.validate`` runs again after the CLI closed the run: the segment would then be logged into, and
+    recorded under, another experiment's run. This one finishes a foreign active run first.
+    """
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is None:
+            import wandb
+
+            if wandb.run is not None and wandb.run.id != self._wandb_init.get("id"):
+                wandb.finish()
+        return super().experiment
+
+
 def make_loggers(run: RunFolder, project: str, entity: str | None = None, tags: list[str] | None = None) -> list[Logger]:
     """A CSV logger (one version folder per segment, nothing overwritten) and, unless disabled, a W&B logger."""
     loggers: list[Logger] = [CSVLogger(save_dir=str(run.path), name="csv")]
@@ -89,12 +107,8 @@ def make_loggers(run: RunFolder, project: str, entity: str | None = None, tags: 
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
-        # WandbLogger adopts whatever run is active in the process; a run of another experiment (earlier
-        # in-process CLI calls, notebooks, tests) must be closed first or both would log into it.
-        if wandb.run is not None and wandb.run.id != run.wandb_id():
-            wandb.finish()
         loggers.append(
-            WandbLogger(
+            RunWandbLogger(
                 name=run.name,
                 project=project,
                 entity=entity,

@@ -111,8 +111,17 @@ def graph_tiny_config(data_dir: Path, **trainer: object) -> dict:
     }
 
 
+def poisoned_tiny_config(data_dir: Path, **trainer: object) -> dict:
+    """The tiny text config on BadNets-poisoned SST-2 (triggered val/test sets for ASR), validating every 2 steps."""
+    config = tiny_config(data_dir, **{"val_check_interval": 2, **trainer})
+    config["data"] = {"class_path": "sstkit.datamodules.PoisonedTextDataModule",
+                      "init_args": {"base": config["data"], "attack": "badnets", "rate": 0.1, "target_label": 1}}
+    return config
+
+
 # Tiny configs per model family, for the generic method tests (tests/method_settings.py).
-FAMILIES = {"text": tiny_config, "lm": lm_tiny_config, "point": point_tiny_config, "graph": graph_tiny_config}
+FAMILIES = {"text": tiny_config, "lm": lm_tiny_config, "point": point_tiny_config, "graph": graph_tiny_config,
+            "poisoned_text": poisoned_tiny_config}
 
 
 def family_config(family: str, data_dir: Path, **trainer: object) -> dict:

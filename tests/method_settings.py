@@ -23,6 +23,7 @@ class MethodSetting:
     init_args: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     kind: str = "callback"  # or "optimizer" for wrappers injected via LightningCLI's optimizer arguments
+    logs: tuple[str, ...] = ()  # metrics the method must log in these tiny runs (the generic tests check them)
 
 
 METHOD_SETTINGS: dict[str, MethodSetting] = {}
@@ -35,5 +36,5 @@ METHOD_SETTINGS["HessianQuantization"] = MethodSetting(init_args={"bits": "2/3",
 METHOD_SETTINGS["AdamR"] = MethodSetting(kind="optimizer", config={"optimizer": {"class_path": "sstkit.optim.AdamR", "init_args": {"lr": 1e-3, "delta_decay": 0.5}}})
 # No stopping within the generic tests' 6 steps (a random tiny model is "collapsed" from step 0).
 METHOD_SETTINGS["CleanUnlearning"] = MethodSetting(init_args={"min_steps": 100, "check_every": 2, "eval_batches": 2})
-# The tiny family's plain SST2DataModule has no triggered set: the callback warns and logs nothing (tested in test_backdoor.py).
-METHOD_SETTINGS["AttackSuccessRate"] = MethodSetting()
+# BadNets-poisoned SST-2 with triggered val/test sets, validated every 2 steps: val/asr is logged in every run.
+METHOD_SETTINGS["AttackSuccessRate"] = MethodSetting(family="poisoned_text", logs=("val/asr",))

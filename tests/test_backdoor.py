@@ -191,13 +191,19 @@ def test_synthetic_backdoor_works(backdoored: dict) -> None:
     assert attack_success_rate(backdoored["model"], backdoored["triggered"], 1) > 0.9
 
 
-def test_clean_unlearning_raises_loss_and_stops_by_rule(backdoored: dict) -> None:
-    exposed = copy.deepcopy(backdoored["model"])
-    result = clean_unlearning(exposed, backdoored["defense"], 2, lr=1e-3, max_steps=200, rule=StopRule(0.95))
+@pytest.fixture(scope="module")
+def exposed(backdoored: dict) -> tuple:
+    """The backdoored model after clean unlearning up to collapse (a copy), and the unlearning result."""
+    model = copy.deepcopy(backdoored["model"])
+    result = clean_unlearning(model, backdoored["defense"], 2, lr=1e-3, max_steps=200, rule=StopRule(0.95))
+    return model, result
+
+
+def test_clean_unlearning_raises_loss_and_stops_by_rule(exposed: tuple) -> None:
+    _, result = exposed
     assert result.stopped == "collapse" and result.steps < 200
     assert result.curve[-1]["loss"] > result.curve[0]["loss"] and result.curve[-1]["max_share"] >= 0.95
     assert all(point["max_share"] < 0.95 for point in result.curve[:-1])
-    backdoored["exposed"] = exposed
     # The rule by accuracy, and no stopping before min_steps.
     stats = PredictionStats(accuracy=0.3, loss=2.0, class_share=[0.6, 0.4], max_share=0.6, majority=0)
     assert StopRule(0.95, min_accuracy=0.5).reason(stats, 3) == "accuracy"
@@ -207,16 +213,15 @@ def test_clean_unlearning_raises_loss_and_stops_by_rule(backdoored: dict) -> Non
         StopRule(0.95, min_accuracy=1.5)
 
 
-def test_scan_finds_planted_trigger(backdoored: dict) -> None:
+def test_scan_finds_planted_trigger(backdoored: dict, exposed: tuple) -> None:
     tokenizer = backdoored["tokenizer"]
     options = {"allowed": vocabulary_mask(tokenizer), "num_candidates": 10, "rounds": 2,
                "placeholder_id": tokenizer.mask_token_id, "pad_id": tokenizer.pad_token_id}
     scan = scan_triggers(backdoored["model"], backdoored["defense"], 2, **options)
     assert scan.label == 1 and scan.best.token_id == backdoored["cf"] and scan.score > 0.9
-    exposed = backdoored.get("exposed")
-    if exposed is not None:  # the exposed model finds it too (verified on the original where it collapsed)
-        exposed_scan = scan_triggers(exposed, backdoored["defense"], 2, fallback=backdoored["model"], **options)
-        assert exposed_scan.label == 1 and exposed_scan.best.token_id == backdoored["cf"]
+    # The exposed model finds it too (candidates verified on the original where the exposed one collapsed).
+    exposed_scan = scan_triggers(exposed[0], backdoored["defense"], 2, fallback=backdoored["model"], **options)
+    assert exposed_scan.label == 1 and exposed_scan.best.token_id == backdoored["cf"]
 
 
 def test_margin_objective_does_not_saturate() -> None:

@@ -202,4 +202,25 @@ def test_bad_arguments_name_the_value() -> None:
         HyperbolicGNN(model="klein")
     with pytest.raises(Exception, match="data.kind"):
         SyntheticGraphDataModule(kind="grid")
-    assert copy.deepcopy(tiny_model(tiny_data())) is not None  # ManifoldParameters survive deepcopy (EMA, SWA)
+
+
+def test_deepcopy_keeps_manifold_parameters() -> None:
+    # EMA / SWA / the backdoor tools deep-copy models: the copy must be a working, independent model whose
+    # centroids are still ManifoldParameters on the copy's own (shared) manifold.
+    data = tiny_data()
+    model = tiny_model(data).eval()
+    clone = copy.deepcopy(model)
+    centroids = clone.decoder.centroids
+    assert isinstance(centroids, geoopt.ManifoldParameter) and centroids.manifold is clone.manifold
+    assert clone.manifold is not model.manifold and clone.encoder[0].lorentz_linear.manifold is clone.manifold
+    assert centroids.data_ptr() != model.decoder.centroids.data_ptr()
+    batch = data.splits["train"]
+    with torch.no_grad():
+        torch.testing.assert_close(clone(batch.x, batch.edge_index), model(batch.x, batch.edge_index))
+    before = model.decoder.centroids.detach().clone()
+    clone.train()
+    trainer(1).fit(clone, data)  # one Riemannian Adam step on the copy moves its centroids only
+    assert not torch.equal(clone.decoder.centroids.detach(), before)
+    torch.testing.assert_close(model.decoder.centroids.detach(), before, atol=0, rtol=0)
+    torch.testing.assert_close(lorentz_inner(clone.decoder.centroids, clone.decoder.centroids),
+                               torch.full_like(before[:, :1], -1.0), atol=1e-4, rtol=0)  # fmt: skip

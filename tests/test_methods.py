@@ -46,6 +46,9 @@ def test_method_trains(name: str, write_config, data_dir: Path, tmp_path: Path) 
     cli = run_cli("fit", "--config", str(config), "--run_root", str(tmp_path), "--name", name)
     assert cli.trainer.global_step == 2
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    for key in METHOD_SETTINGS[name].logs:
+        assert key in cli.trainer.callback_metrics, f"{name} logged no {key}"
+        assert torch.isfinite(cli.trainer.callback_metrics[key])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -61,6 +64,8 @@ def test_method_resumes_exactly(name: str, write_config, data_dir: Path, tmp_pat
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0, msg=key)
+    for key in METHOD_SETTINGS[name].logs:  # the method's own metrics after the resume equal the uninterrupted run's
+        assert float(resumed.trainer.callback_metrics[key]) == float(whole.trainer.callback_metrics[key]), key
 
 
 @pytest.mark.ddp
@@ -72,3 +77,4 @@ def test_method_under_ddp(name: str, write_config, data_dir: Path, tmp_path: Pat
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / name / "seed0" / "summary.json").read_text())
     assert record["world_size"] == 2 and record["global_step"] == 2
+    assert all(key in record["metrics"] for key in METHOD_SETTINGS[name].logs), record["metrics"]

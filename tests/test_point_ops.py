@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -208,13 +209,38 @@ def test_sparse_conv_backend_selection() -> None:
         SparseConv3d(2, 3, backend="cuda")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not spconv_available(), reason="spconv and CUDA are not available")
-def test_spconv_backend_runs_on_cuda() -> None:
-    coord = torch.rand(300, 3, device="cuda")
-    vox = voxelize(coord, torch.zeros(300, dtype=torch.long, device="cuda"), 0.1)
-    conv = SparseConv3d(4, 8, backend="spconv").cuda()
-    out = conv(torch.randn(vox.num_voxels, 4, device="cuda"), vox.grid, vox.batch)
-    assert out.shape == (vox.num_voxels, 8) and torch.isfinite(out).all()
+def test_spconv_backend_matches_torch_backend_on_cuda() -> None:
+    torch.manual_seed(0)
+    cin, cout, device = 4, 8, "cuda"
+    fast = SparseConv3d(cin, cout, backend="spconv").to(device).eval()
+    # Read spconv's kernel off by impulses (independent of its weight layout): a zero centre voxel and one
+    # neighbour at offset o carrying e_c give y_centre = b + W_o[c]; offsets enumerate x-major as in the torch backend.
+    centre, zero = torch.tensor([[2, 2, 2]], device=device), torch.zeros(1, dtype=torch.long, device=device)
+    with torch.no_grad():
+        bias = fast(torch.zeros(1, cin, device=device), centre, zero)[0]
+        weight = torch.zeros(27, cin, cout, device=device)
+        for o, offset in enumerate(itertools.product(range(-1, 2), repeat=3)):
+            for c in range(cin):
+                impulse = torch.zeros(2, cin, device=device)
+                impulse[1, c] = 1.0
+                if offset == (0, 0, 0):
+                    weight[o, c] = fast(impulse[1:], centre, zero)[0] - bias
+                else:
+                    grid = torch.cat([centre, centre + torch.tensor([offset], device=device)])
+                    weight[o, c] = fast(impulse, grid, zero.repeat(2))[0] - bias
+        reference = SparseConv3d(cin, cout, backend="torch").to(device)
+        reference.weight.copy_(weight)
+        reference.bias.copy_(bias)
+        # Two samples of a few thousand points: the neighbour maps of both backends must agree voxel by voxel.
+        coord = torch.rand(4000, 3, device=device) * 2
+        vox = voxelize(coord, torch.randint(0, 2, (4000,), device=device), 0.1)
+        feat = torch.randn(vox.num_voxels, cin, device=device)
+        out, expected = fast(feat, vox.grid, vox.batch), reference(feat, vox.grid, vox.batch)
+    assert out.shape == (vox.num_voxels, cout)
+    # Loose enough for TF32 kernels; a wrong neighbour or kernel offset is off by O(1).
+    torch.testing.assert_close(out, expected, atol=1e-2, rtol=1e-2)
 
 
 def test_window_order_rejects_unknown_order() -> None:

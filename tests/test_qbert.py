@@ -1,4 +1,4 @@
-"""Q-BERT: Hessian-vector products, power iteration, group-wise quantiser, bit assignment, export, callback, command."""
+"""Q-BERT: Hessian-vector products, Lanczos, group-wise quantiser, bit assignment, export, callback, command."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_hvp_matches_autograd_hessian() -> None:
         torch.testing.assert_close(torch.cat([x.reshape(-1) for x in hv]), expected, atol=1e-5, rtol=1e-4)
 
 
-def test_power_iteration_matches_top_eigenvalue() -> None:
+def test_lanczos_matches_top_eigenvalue() -> None:
     model, batches = _mlp(), _batches()
     params = list(model[0].parameters())
     eig = torch.linalg.eigvalsh(_dense_hessian(model, params, batches))
@@ -73,6 +73,60 @@ def test_power_iteration_matches_top_eigenvalue() -> None:
     result = top_eigenvalue(operator, params, max_iter=500, tol=1e-7)
     assert result.value == pytest.approx(top, rel=1e-3)
     assert operator.count == 2 * result.iterations
+
+
+def _opposite_sign_block(seed: int, scale: float = 1.0) -> tuple[nn.Module, list, list[nn.Parameter], torch.Tensor]:
+    """A 56-parameter block (Linear(6, 8) before tanh) whose Hessian has extremes of opposite sign, |λ| within 20 %."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    gen = torch.Generator().manual_seed(seed)
+    batches = [(2 * torch.randn(8, 6, generator=gen), torch.randint(0, 3, (8,), generator=gen)) for _ in range(2)]
+    params = list(model[0].parameters())
+    eig = torch.linalg.eigvalsh(scale * _dense_hessian(model, params, batches).double())
+    assert eig[0] < 0 < eig[-1] and min(-eig[0], eig[-1]) > 0.8 * max(-eig[0], eig[-1])  # the hard case
+    return model, batches, params, eig
+
+
+OPPOSITE_SIGN_SEEDS = [1, 2, 6, 7, 11]
+
+
+@pytest.mark.parametrize("seed", OPPOSITE_SIGN_SEEDS)
+def test_default_estimate_is_exact_with_opposite_sign_extremes(seed: int) -> None:
+    # Power iteration with the defaults (20 iterations, tol 1e-2) missed such blocks by 25-190 %.
+    model, batches, params, eig = _opposite_sign_block(seed)
+    top = eig[eig.abs().argmax()].item()
+    operator = HessianOperator(model, _mlp_loss, batches, params)
+    result = top_eigenvalue(operator, params)
+    assert result.converged and result.value == pytest.approx(top, rel=1e-3)
+    # The returned vector is the matching eigenvector: ‖Hy − λy‖ small against |λ|.
+    hy = operator(result.vector)
+    residual = torch.sqrt(sum(((a - result.value * b) ** 2).sum() for a, b in zip(hy, result.vector)))
+    assert residual < 0.05 * abs(top)
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-9])
+def test_tolerance_is_relative_for_tiny_eigenvalues(scale: float) -> None:
+    # The same blocks with the loss scaled by 1e-6 / 1e-9: the same steps and the same relative accuracy.
+    for seed in OPPOSITE_SIGN_SEEDS[:3]:
+        model, batches, params, eig = _opposite_sign_block(seed, scale)
+        top = eig[eig.abs().argmax()].item()
+        big = top_eigenvalue(HessianOperator(model, _mlp_loss, batches, params), params)
+        tiny = top_eigenvalue(HessianOperator(model, lambda m, b: scale * _mlp_loss(m, b), batches, params), params)
+        assert tiny.converged and tiny.iterations == big.iterations
+        assert tiny.value == pytest.approx(top, rel=1e-3)
+
+
+def test_block_sensitivities_on_opposite_sign_blocks() -> None:
+    # Ω through the public entry point with its defaults: |λ| of the dominant eigenvalue of each subset's Hessian.
+    model, batches, params, _ = _opposite_sign_block(OPPOSITE_SIGN_SEEDS[0])
+    exact = []
+    for subset in ([batches[0]], [batches[1]]):
+        eig = torch.linalg.eigvalsh(_dense_hessian(model, params, subset).double())
+        exact.append(eig[eig.abs().argmax()].item())
+    result = block_sensitivities(model, _mlp_loss, batches, blocks=["0"], num_subsets=2)
+    assert result.eigenvalues["0"] == pytest.approx(exact, rel=1e-3)
+    mean = sum(exact) / 2
+    assert result.omega["0"] == pytest.approx(abs(mean) + abs(exact[0] - mean), rel=1e-3)
 
 
 class _Quadratic(nn.Module):

@@ -97,10 +97,41 @@ def test_closed_form_gradients(mode: str, enhanced: bool) -> None:
     if enhanced:  # the formula: the s_i factor dropped from the active columns' gradients
         dU, dVh = G @ lay.Vh_active.detach().T, lay.U_active.detach().T @ G
         torch.testing.assert_close(dU * s_S, _reference_factor_grads(lay, G)[1], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(s_S[:, None] * dVh, _reference_factor_grads(lay, G)[2], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(lay.s.grad, ds, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(lay.U_active.grad, dU, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(lay.Vh_active.grad, dVh, atol=1e-4, rtol=1e-4)
     assert lay.U.grad is None and not lay.U.requires_grad
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_enhanced_gradients_equal_autograd_of_the_scaled_factors(mode: str) -> None:
+    # Enhanced gradients are the true gradients with respect to the scaled factors: W = W_rest + U_S B with
+    # B = diag(s_S) Vh_S gives ∂L/∂B = U_Sᵀ G (the enhanced dVh), and W = W_rest + A Vh_S with A = U_S diag(s_S)
+    # gives ∂L/∂A = G Vh_Sᵀ (the enhanced dU). Autograd runs through a plain F.linear with a non-linear loss,
+    # independent of the closed form; one active s_i is zero, where the true factor gradient vanishes.
+    lay = layer(mode, enhanced=True)
+    idx = lay.active_indices
+    with torch.no_grad():
+        lay.s[idx[0]] = 0.0
+    x, target = torch.randn(6, 14), torch.randn(6, 10)
+
+    def loss_of(out: torch.Tensor) -> torch.Tensor:
+        return ((out.tanh() - target) ** 2).sum()
+
+    loss_of(lay(x)).backward()
+    U = lay.U.index_copy(1, idx, lay.U_active.detach())
+    Vh = lay.Vh.index_copy(0, idx, lay.Vh_active.detach())
+    s_rest = lay.s.detach().index_fill(0, idx, 0.0)
+    W_rest = (U * s_rest) @ Vh
+    s_S = lay.s.detach()[idx]
+    B = (s_S[:, None] * lay.Vh_active.detach()).requires_grad_()
+    loss_of(nn.functional.linear(x, W_rest + lay.U_active.detach() @ B, lay.bias.detach())).backward()
+    A = (lay.U_active.detach() * s_S).requires_grad_()
+    loss_of(nn.functional.linear(x, W_rest + A @ lay.Vh_active.detach(), lay.bias.detach())).backward()
+    torch.testing.assert_close(lay.Vh_active.grad, B.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lay.U_active.grad, A.grad, atol=1e-5, rtol=1e-4)
+    assert lay.Vh_active.grad[0].abs().sum() > 0  # the zero singular value's factor still moves
 
 
 def test_enhanced_gradient_with_zero_singular_values_is_finite() -> None:
