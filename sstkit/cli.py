@@ -22,6 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 
+from sstkit.config_errors import SstkitArgumentParser
 from sstkit.errors import SstkitError
 from sstkit.models.base import SstkitModule
 from sstkit.predictions import PredictionWriter
@@ -84,7 +85,8 @@ class SstkitCLI(LightningCLI):
             save_config_callback=SstkitSaveConfig,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
-            parser_kwargs={"description": DESCRIPTION},
+            parser_kwargs={"description": DESCRIPTION, "prog": "sstkit"},
+            parser_class=SstkitArgumentParser,
             args=args,
             run=run,
         )
@@ -166,6 +168,9 @@ EXTRA_COMMANDS: dict[str, str] = {
     "patch": "sstkit.commands.patch:patch_main",
     "quantize": "sstkit.quantize_cmd:quantize_main",
 }
+
+# The usage line and "did you mean" of `sstkit --help` / `sstkit fitt` list every subcommand.
+SstkitArgumentParser.commands = [*LightningCLI.subcommands(), *EXTRA_COMMANDS]
 
 
 def run_extra_command(name: str, argv: list[str]) -> int:
