@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -128,10 +129,16 @@ def config_files(argv: list[str]) -> list[Path]:
     return files
 
 
+def read_config(path: Path) -> str:
+    """A config file's text; a relative path is taken from where parsing started (jsonargparse changes the
+    working directory to a config file's folder while it parses that file)."""
+    return (Path(SstkitArgumentParser.start_dir) / path).read_text(encoding="utf-8")
+
+
 def yaml_line(path: Path, keys: list[str]) -> int | None:
     """The 1-based line of the nested mapping key ``keys`` in a YAML file, or None."""
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"))
+        node = yaml.compose(read_config(path))
     except (OSError, yaml.YAMLError):
         return None
     line = None
@@ -162,16 +169,17 @@ def locate(key: str, argv: list[str]) -> tuple[str, str]:
 
 
 def preset_note(argv: list[str]) -> str:
-    """A note when a config file given alone is a preset meant to be merged onto a base config."""
-    files = config_files(argv)
-    for path in files:
+    """A note when the config files given are all presets, which are meant to be merged onto a base config."""
+    firsts = []
+    for path in config_files(argv):
         try:
-            first = path.read_text(encoding="utf-8").splitlines()[0]
-        except (OSError, IndexError):
+            firsts.append((path, read_config(path).partition("\n")[0]))
+        except OSError:
             continue
-        if first.startswith(PRESET_MARK):
-            return f"  {path} is a preset to merge onto a base config: {first.split(':', 1)[-1].strip()}"
-    return ""
+    if not firsts or not all(first.startswith(PRESET_MARK) for _, first in firsts):
+        return ""
+    path, first = firsts[0]
+    return f"  {path} is a preset, to merge onto a base config: {first.split(':', 1)[-1].strip()}"
 
 
 # --- what would have been accepted ------------------------------------------------------------------------
@@ -245,7 +253,7 @@ def yaml_problem(argv: list[str]) -> str:
     """``file:line: invalid YAML: …`` for the first config file that YAML cannot read."""
     for path in config_files(argv):
         try:
-            yaml.safe_load(path.read_text(encoding="utf-8"))
+            yaml.safe_load(read_config(path))
         except OSError:
             continue
         except yaml.YAMLError as err:
@@ -293,9 +301,7 @@ def explain(message: str, parser: ArgumentParser, argv: list[str], commands: lis
         detail = re.sub(r"^Expected an? ", "expected ", _short_type(problem.expected))
         lines = [f"{head}{key + ': ' if key else ''}{detail}"]
     note = preset_note(argv)
-    if note and len(lines) < 2:
-        lines.append(note)
-    return "\n".join(lines)
+    return "\n".join([lines[0], note] if note else lines)
 
 
 def _subparser(parser: ArgumentParser, argv: list[str]) -> ArgumentParser:
@@ -312,6 +318,7 @@ class SstkitArgumentParser(LightningArgumentParser):
 
     argv: list[str] = []  # the arguments being parsed, shared by the subcommand parsers
     commands: list[str] = []  # every subcommand, sstkit's own included, for "did you mean"
+    start_dir = "."  # the working directory when parsing started
     _depth = 0
 
     def parse_args(self, args: Any = None, *more: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -319,6 +326,7 @@ class SstkitArgumentParser(LightningArgumentParser):
         cls = SstkitArgumentParser
         if cls._depth == 0:
             cls.argv = list(sys.argv[1:] if args is None else args)
+            cls.start_dir = os.getcwd()
         cls._depth += 1
         try:
             return super().parse_args(args, *more, **kwargs)
