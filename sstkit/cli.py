@@ -105,6 +105,13 @@ class SstkitCLI(LightningCLI):
         parser.link_arguments("data.num_features", "model.init_args.num_features", apply_on="instantiate")
         parser.link_arguments("model.init_args.backbone", "data.init_args.tokenizer")
 
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        # Bad data must stop the command before the trainer makes a run folder, loggers or a W&B run.
+        check = getattr(self.datamodule, "check_data", None)
+        if callable(check):
+            check(self.subcommand)
+        return super().instantiate_trainer(**kwargs)
+
     # --- run folder, loggers, callbacks ------------------------------------------------------------------
     def _run_folder(self) -> RunFolder:
         config = self.config.get(str(self.subcommand), self.config)
