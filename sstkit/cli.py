@@ -162,7 +162,7 @@ class SstkitCLI(LightningCLI):
 DESCRIPTION = (
     "sstkit: train, combine and compare SST-family methods.\n"
     "Subcommands: fit, validate, test, predict (LightningCLI); table (benchmark tables), delta (delta pruning), "
-    "patch (PortLLM patches), quantize (Q-BERT), backdoor (expose / detect / remove): `sstkit <command> -h`."
+    "patch (PortLLM patches), quantize (Q-BERT), backdoor (expose / detect / remove), data (download data sets): `sstkit <command> -h`."
 )
 
 
@@ -174,6 +174,7 @@ EXTRA_COMMANDS: dict[str, str] = {
     "delta": "sstkit.commands.delta:delta_main",
     "patch": "sstkit.commands.patch:patch_main",
     "quantize": "sstkit.quantize_cmd:quantize_main",
+    "data": "sstkit.commands.data:data_main",
 }
 
 # The usage line and "did you mean" of `sstkit --help` / `sstkit fitt` list every subcommand.
