@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -198,6 +199,8 @@ def user_error(exc: BaseException) -> SstkitError | None:
         seen.add(id(current))
         if isinstance(current, SstkitError):
             return current
+        if isinstance(current, MisconfigurationException):  # Lightning's word for a bad trainer setting
+            return SstkitError(f"trainer: {current}")
         stack += [current.__cause__, current.__context__]
     return None
 

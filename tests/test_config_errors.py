@@ -113,3 +113,12 @@ def test_help_usage_lists_every_subcommand_under_python_m() -> None:
     assert usage.startswith("usage: sstkit "), usage
     for name in ("fit", "validate", "test", "predict", "table", "delta", "patch", "quantize", "backdoor", "data"):
         assert name in usage, usage
+
+
+def test_trainer_misconfiguration_is_one_line(write_config, data_dir: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import tiny_config
+
+    config = write_config(tiny_config(data_dir))
+    err = error_of(["fit", "--config", str(config), "--trainer.devices", "0", "--run_root", str(tmp_path)], capsys)
+    assert err.startswith("error: trainer: ") and "devices='0'" in err
