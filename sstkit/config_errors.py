@@ -136,20 +136,29 @@ def read_config(path: Path) -> str:
 
 
 def yaml_line(path: Path, keys: list[str]) -> int | None:
-    """The 1-based line of the nested mapping key ``keys`` in a YAML file, or None."""
+    """The 1-based line of the nested mapping key ``keys`` in a YAML file, or None.
+
+    A list on the way (``trainer.callbacks``) is searched item by item, as jsonargparse names the key without
+    the item's index.
+    """
     try:
         node = yaml.compose(read_config(path))
     except (OSError, yaml.YAMLError):
         return None
-    line = None
-    for key in keys:
-        if not isinstance(node, yaml.MappingNode):
-            return None
-        match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == key), None)
-        if match is None:
-            return None
-        line, node = match[0].start_mark.line + 1, match[1]
-    return line
+    return _node_line(node, keys)
+
+
+def _node_line(node: yaml.Node | None, keys: list[str]) -> int | None:
+    if not keys:
+        return None
+    if isinstance(node, yaml.SequenceNode):
+        return next((line for item in node.value if (line := _node_line(item, keys)) is not None), None)
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, value in node.value:
+        if getattr(key_node, "value", None) == keys[0]:
+            return key_node.start_mark.line + 1 if len(keys) == 1 else _node_line(value, keys[1:])
+    return None
 
 
 def locate(key: str, argv: list[str]) -> tuple[str, str]:

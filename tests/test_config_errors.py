@@ -92,6 +92,14 @@ def test_unknown_top_level_and_trainer_keys(tmp_path: Path, capsys: pytest.Captu
     assert "unknown option --trainer.max_stepz (did you mean 'max_steps'?)" in err
 
 
+def test_typo_inside_a_callback_list_item(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write(tmp_path, "trainer:\n  callbacks:\n    - class_path: sstkit.callbacks.LoRA\n      init_args:\n"
+                             "        rankk: 4\n")
+    err = error_of(["fit", "--config", BASE, "--config", str(config), "--print_config"], capsys)
+    assert f"{config}:5: unknown key trainer.callbacks.init_args.rankk (did you mean 'rank'?)" in err
+    assert "accepted keys of sstkit.callbacks.LoRA: rank, alpha" in err
+
+
 def test_invalid_yaml_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write(tmp_path, "model:\n  init_args: {lr: 1\ndata: x\n")
     err = error_of(["fit", "--config", str(config), "--print_config"], capsys)
