@@ -78,6 +78,8 @@ class SstkitCLI(LightningCLI):
     """LightningCLI with run folders, W&B/CSV logging, run records and cluster-friendly defaults."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        # The usage line and "did you mean" of `sstkit --help` / `sstkit fitt` list every subcommand.
+        SstkitArgumentParser.commands = [*self.subcommands(), *EXTRA_COMMANDS]
         super().__init__(
             model_class=SstkitModule,
             subclass_mode_model=True,
@@ -177,9 +179,6 @@ EXTRA_COMMANDS: dict[str, str] = {
     "quantize": "sstkit.quantize_cmd:quantize_main",
     "data": "sstkit.commands.data:data_main",
 }
-
-# The usage line and "did you mean" of `sstkit --help` / `sstkit fitt` list every subcommand.
-SstkitArgumentParser.commands = [*LightningCLI.subcommands(), *EXTRA_COMMANDS]
 
 
 def run_extra_command(name: str, argv: list[str]) -> int:

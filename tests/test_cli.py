@@ -74,6 +74,7 @@ def test_typo_key_exits_cleanly(write_config, data_dir: Path) -> None:
     result = run_sstkit("fit", "--config", str(write_config(config)))
     assert result.returncode != 0
     assert "learning_rat" in result.stderr and "Traceback" not in result.stderr
+    assert "unknown key model.init_args.learning_rat" in result.stderr and "usage:" not in result.stderr
 
 
 def test_missing_data_dir_exits_cleanly(tmp_path: Path) -> None:
