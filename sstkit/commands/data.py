@@ -36,9 +36,13 @@ OFFLINE_HINT = f"no network? Copy a prepared data folder instead and point {DATA
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sstkit data", description="Data folders for sstkit's DataModules.")
     sub = parser.add_subparsers(dest="action", required=True)
-    download = sub.add_parser("download", help="download data sets into a data folder, with checksums")
+    download = sub.add_parser(
+        "download", help="download data sets into a data folder, with checksums",
+        description="Lays out the data folder the DataModules read (needs a network). SHA-256s go to "
+                    f"DIR/{MANIFEST}; a re-run verifies them instead of downloading again.")
     download.add_argument("names", nargs="+", metavar="NAME", help=f"data sets: {', '.join(SOURCES)}")
-    download.add_argument("--to", required=True, type=Path, help="the data folder to write (then set SSTKIT_DATA)")
+    download.add_argument("--to", required=True, type=Path, metavar="DIR",
+                          help="the data folder to write (then set SSTKIT_DATA=DIR)")
     download.add_argument("--force", action="store_true", help="download again even where files are present")
     return parser
 
