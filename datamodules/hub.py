@@ -29,7 +29,7 @@ def write_hub_split(
     try:
         from datasets import load_dataset
     except ImportError as err:
-        raise SstkitError("download: true needs the `datasets` package: pip install 'sstkit[hub]'") from err
+        raise SstkitError("downloading from the Hugging Face hub needs the `datasets` package: pip install 'sstkit[hub]'") from err
     try:
         rows = load_dataset(*dataset, split=split)
     except Exception as err:  # the hub raises many kinds of connection errors

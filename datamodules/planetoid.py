@@ -71,6 +71,16 @@ class PlanetoidDataModule(GraphDataModule):
         raw = resolve_data_dir(self.data_dir) / "planetoid" / self.name / "raw"
         return [raw / f"ind.{self.name.lower()}.{part}" for part in RAW_PARTS]
 
+    def check_data(self, stage: str | None = None) -> None:
+        """Raises :class:`DataError` for a missing or empty raw file (the CLI calls it before writing anything)."""
+        if self.download:
+            return
+        for path in self.raw_files():
+            if not path.is_file() or path.stat().st_size == 0:
+                raise DataError(path, f"Planetoid {self.name} file {'not found' if not path.is_file() else 'is empty'}. "
+                                      f"Point the data folder at a copy (`data_dir:` in the config or ${DATA_ENV}), or "
+                                      "set `download: true` to fetch it with torch_geometric into the cache.")  # fmt: skip
+
     def load_graph(self) -> Data:
         from torch_geometric.datasets import Planetoid
         from torch_geometric.transforms import NormalizeFeatures
@@ -80,11 +90,7 @@ class PlanetoidDataModule(GraphDataModule):
             dataset = Planetoid(str(cache_dir("planetoid", "download")), self.name, transform=transform)
         else:
             files = self.raw_files()
-            for path in files:
-                if not path.is_file():
-                    raise DataError(path, f"Planetoid {self.name} file not found. Point the data folder at a copy "
-                                          f"(`data_dir:` in the config or ${DATA_ENV}), or set `download: true` to "
-                                          "fetch it with torch_geometric into the cache.")  # fmt: skip
+            self.check_data()
             root = cache_dir("planetoid", fingerprint(*files))
             dataset = cached_planetoid(root, self.name, files[0].parent, transform=transform)
         return dataset[0]

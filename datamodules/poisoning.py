@@ -131,6 +131,10 @@ class PoisonedTextDataModule(L.LightningDataModule):
     def dataset_name(self) -> str:
         return self.base.dataset_name
 
+    def check_data(self, stage: str | None = None) -> None:
+        """The wrapped module's files, all splits (poisoned training and triggered test sets use several)."""
+        self.base.check_data(None)
+
     def describe(self) -> dict[str, Any]:
         """The poisoning settings and the exact poisoned rows, for reports."""
         return {"attack": self.attack.describe(), "rate": self.rate, "target_label": self.target_label,

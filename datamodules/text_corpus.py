@@ -216,6 +216,22 @@ class TextCorpusDataModule(EvalLoaderHooks, L.LightningDataModule):
             return data.subset(list(range(self.limit_eval_blocks)))
         return data
 
+    def check_data(self, stage: str | None = None) -> None:
+        """Raises :class:`DataError` for a split file that is not UTF-8 text or holds no text, before the CLI
+        creates a run folder, loggers or a W&B run.
+
+        Example:
+            >>> WikiText2DataModule(data_dir="data").check_data("fit")  # doctest: +SKIP
+        """
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in wanted.get(stage or "", SPLITS):
+            source = self._source(split)
+            if source is None:
+                continue
+            path, lines = source
+            if not "".join(_read_lines(path)[slice(*lines)]).strip():
+                raise DataError(path, f"the {split} split is empty (no text)")
+
     # --- Lightning hooks ---------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         # One process per node trains the tokenizer and tokenises every split; the other ranks read the cache.
@@ -244,4 +260,8 @@ class TextCorpusDataModule(EvalLoaderHooks, L.LightningDataModule):
 
 def _read_lines(path: Path) -> list[str]:
     """The file's lines with their line ends (so the token stream keeps the line breaks)."""
-    return path.read_text(encoding="utf-8").splitlines(keepends=True)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError as err:
+        raise DataError(path, f"not UTF-8 text (byte {err.start})", data[: err.start].count(b"\n") + 1) from None

@@ -69,7 +69,7 @@ class WikiText2DataModule(TextCorpusDataModule):
         try:
             from datasets import load_dataset
         except ImportError as err:
-            raise SstkitError("download: true needs the `datasets` package: pip install 'sstkit[hub]'") from err
+            raise SstkitError("downloading from the Hugging Face hub needs the `datasets` package: pip install 'sstkit[hub]'") from err
         target.mkdir(parents=True, exist_ok=True)
         for name, split in HUB_SPLITS.items():
             try:

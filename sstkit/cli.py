@@ -37,6 +37,7 @@ COMMANDS: dict[str, Command] = {
     "delta": Command("sstkit.commands.delta:delta_main", "prune a fine-tuning delta (DARE, DAREx)"),
     "patch": Command("sstkit.commands.patch:patch_main", "PortLLM patches: extract and apply"),
     "quantize": Command("sstkit.commands.quantize:quantize_main", "Q-BERT mixed-precision quantisation"),
+    "data": Command("sstkit.commands.data:data_main", "download the data sets into the layout sstkit reads"),
 }
 
 # Names that used to be defined here; they now live with LightningCLI in sstkit.commands.trainer.
@@ -75,6 +76,8 @@ def user_error(exc: BaseException) -> SstkitError | None:
         seen.add(id(current))
         if isinstance(current, SstkitError):
             return current
+        if type(current).__name__ == "MisconfigurationException":  # Lightning's word for a bad trainer setting;
+            return SstkitError(f"trainer: {current}")  # matched by name so this module never imports Lightning
         stack += [current.__cause__, current.__context__]
     return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,17 @@ from conftest import REPO, tiny_config
 from support import run_cli, run_sstkit
 
 from sstkit.cli import main
+from sstkit.config_errors import PRESET_MARK
 
-CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "base")
-PRESETS = sorted((REPO / "configs" / "base").glob("*.yaml"))
+
+def is_preset(path: Path) -> bool:
+    """A preset says in its first line that it is merged onto a base config (and how)."""
+    return path.read_text().startswith(PRESET_MARK)
+
+
+# Every shipped config: run alone, or, for presets, merged onto the base config of their launch command.
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if not is_preset(p))
+PRESETS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if is_preset(p))
 
 
 def test_configs_exist() -> None:
@@ -30,10 +39,25 @@ def test_every_config_prints(config: Path, capsys: pytest.CaptureFixture[str]) -
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
 def test_trainer_presets_merge(preset: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", str(REPO / "configs/bert/sst2/finetune.yaml"), "--config", str(preset),
-              "--print_config"])
+    configs = re.findall(r"--config (\S+)", preset.read_text().splitlines()[0])
+    assert str(preset.relative_to(REPO)) in configs, f"{preset}'s first line must be the command that merges it"
+    assert any(not is_preset(REPO / c) for c in configs), f"{preset}'s command must merge it onto a base config"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *(arg for c in configs for arg in ("--config", str(REPO / c))), "--print_config"])
+    assert exit_info.value.code in (0, None)
     assert "trainer:" in capsys.readouterr().out
+
+
+def test_preset_alone_says_it_is_a_preset(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # a relative path, as typed (jsonargparse changes directory while parsing a file)
+    preset = "configs/base/trainer_debug.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(preset), "--print_config"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{preset}:13: unknown key data.init_args.limit_train_samples" in err
+    assert "is a preset, to merge onto a base config: sstkit fit --config" in err
+    assert "usage:" not in err
 
 
 def test_overrides_and_callbacks_append(capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,6 +74,7 @@ def test_typo_key_exits_cleanly(write_config, data_dir: Path) -> None:
     result = run_sstkit("fit", "--config", str(write_config(config)))
     assert result.returncode != 0
     assert "learning_rat" in result.stderr and "Traceback" not in result.stderr
+    assert "unknown key model.init_args.learning_rat" in result.stderr and "usage:" not in result.stderr
 
 
 def test_missing_data_dir_exits_cleanly(tmp_path: Path) -> None:

@@ -117,3 +117,43 @@ def test_resumable_loader_skips_served_batches(data_dir: Path) -> None:
     again.sampler.set_epoch(3)
     again.load_state_dict(state)
     assert [b["index"].tolist() for b in again] == full[5:]
+
+
+@pytest.mark.parametrize(
+    ("train", "where"),
+    [("sentence\tlabel\ngood\t1\nbad\tseven\n", "train.tsv:3: label 'seven'"), ("", "train.tsv: the split is empty")],
+    ids=["corrupt", "empty"],
+)
+def test_bad_data_stops_before_anything_is_written(tmp_path: Path, data_dir: Path, train: str, where: str,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import tiny_config
+
+    from sstkit.cli import main
+
+    root = make_folder(tmp_path / "data", train, dev=(data_dir / "sst2" / "dev.tsv").read_text())
+    config = tiny_config(root)
+    config_path = tmp_path / "exp.yaml"
+    config_path.write_text(__import__("yaml").safe_dump(config))
+    monkeypatch.chdir(tmp_path)  # a W&B folder or ./runs would appear here
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config_path), "--run_root", str(tmp_path / "runs"), "--name", "bad-data"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert where in err and str(root / "sst2") in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "no run folder, wandb_id or W&B run"
+
+
+def test_corpus_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    from sstkit.datamodules import WikiText2DataModule
+
+    (tmp_path / "wikitext2").mkdir()
+    (tmp_path / "wikitext2" / "valid.txt").write_bytes(b"fine line\nsecond\n\xff broken\n")
+    (tmp_path / "wikitext2" / "test.txt").write_text("\n\n")
+    dm = WikiText2DataModule(data_dir=str(tmp_path))
+    with pytest.raises(DataError, match=r"valid.txt:3: not UTF-8"):
+        dm.check_data("fit")
+    with pytest.raises(DataError, match=r"test.txt: the test split is empty"):
+        dm.check_data("test")
+

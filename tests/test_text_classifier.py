@@ -89,6 +89,20 @@ def test_nan_loss_stops_with_clear_message(write_config, data_dir: Path, tmp_pat
     assert summary(tmp_path, "nan")["status"] == "failed"
 
 
+def test_nan_loss_under_clipping_does_not_advise_clipping(write_config, data_dir: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from sstkit.cli import main
+
+    config = tiny_config(data_dir, max_steps=3, gradient_clip_val=0.5)
+    config["model"]["init_args"]["lr"] = 1e30  # clipped steps of 1e30 still diverge
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(write_config(config)), "--run_root", str(tmp_path), "--name", "nan"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "loss became" in err and "already clipped (trainer.gradient_clip_val=0.5)" in err
+    assert "enable gradient clipping" not in err
+
+
 def test_bad_model_arguments() -> None:
     with pytest.raises(SstkitError, match="num_labels"):
         TextClassifier(num_labels=1, pretrained=False, config_overrides=TINY_BERT)

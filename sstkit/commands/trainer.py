@@ -23,7 +23,8 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 import sstkit
-from sstkit.cli import DESCRIPTION
+from sstkit.cli import COMMANDS, DESCRIPTION
+from sstkit.config_errors import SstkitArgumentParser
 from sstkit.errors import SstkitError
 from sstkit.models.base import SstkitModule
 from sstkit.predictions import PredictionWriter
@@ -81,6 +82,8 @@ class SstkitCLI(LightningCLI):
     """LightningCLI with run folders, W&B/CSV logging, run records and cluster-friendly defaults."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        # The usage line and "did you mean" of `sstkit fitt` list every subcommand.
+        SstkitArgumentParser.commands = list(COMMANDS)
         super().__init__(
             model_class=SstkitModule,
             subclass_mode_model=True,
@@ -89,7 +92,8 @@ class SstkitCLI(LightningCLI):
             save_config_callback=SstkitSaveConfig,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
-            parser_kwargs={"description": f"{DESCRIPTION} `sstkit --help` lists every command."},
+            parser_kwargs={"description": f"{DESCRIPTION} `sstkit --help` lists every command.", "prog": "sstkit"},
+            parser_class=SstkitArgumentParser,
             args=args,
             run=run,
         )
@@ -107,6 +111,13 @@ class SstkitCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.num_features", "model.init_args.num_features", apply_on="instantiate")
         parser.link_arguments("model.init_args.backbone", "data.init_args.tokenizer")
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        # Bad data must stop the command before the trainer makes a run folder, loggers or a W&B run.
+        check = getattr(self.datamodule, "check_data", None)
+        if callable(check):
+            check(self.subcommand)
+        return super().instantiate_trainer(**kwargs)
 
     # --- run folder, loggers, callbacks ------------------------------------------------------------------
     def _run_folder(self) -> RunFolder:

@@ -45,6 +45,14 @@ class StepOutput:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def non_finite_loss_advice(gradient_clip_val: float | None) -> str:
+    """What to try after a NaN / inf training loss; clipping is only suggested where the run does not clip yet."""
+    if gradient_clip_val:
+        return (f"gradients are already clipped (trainer.gradient_clip_val={gradient_clip_val}): lower the learning "
+                "rate or the clip value, or check the data")
+    return "lower the learning rate, enable gradient clipping (`trainer.gradient_clip_val`), or check the data"
+
+
 class SstkitModule(L.LightningModule):
     """Shared base of sstkit's LightningModules.
 
@@ -118,7 +126,7 @@ class SstkitModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise SstkitError(
                 f"the training loss became {loss.item()} at step {self.global_step} (batch {batch_idx}); "
-                "lower the learning rate, enable gradient clipping (`trainer.gradient_clip_val`), or check the data"
+                + non_finite_loss_advice(getattr(self._trainer, "gradient_clip_val", None))
             )
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=out.batch_size)
         return loss
