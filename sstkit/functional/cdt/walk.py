@@ -1,0 +1,59 @@
+"""Shared state of one CD-T propagation: the attention rule, the sign fix, the head hook and the node trace.
+
+The model walkers (:mod:`.bert`, :mod:`.opt`) call :meth:`Propagation.fix` after every operation,
+:meth:`Propagation.heads` on each layer's per-head attention context (where circuit discovery plants its sources and
+reads its targets), and :meth:`Propagation.record` at every named node (what the completeness tests compare).
+
+Example:
+    >>> prop = Propagation(attention="beta", trace={})
+    >>> prop.attention
+    'beta'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from sstkit.functional.cdt.rules import ATTENTION_RULES, Pair, sign_fix
+
+# (layer index, β, γ) of the per-head context, each (batch, heads, time, head_dim) -> the pair to continue with.
+HeadHook = Callable[[int, Tensor, Tensor], Pair]
+
+
+@dataclass
+class Propagation:
+    """Options of one propagation.
+
+    Args:
+        attention: ``total`` (probabilities of the total held fixed, the BERT rule) or ``beta`` (β-only
+            probabilities for β, the circuit rule).
+        sign_fix: apply the sign fix after each operation (the paper and the official code do).
+        head_hook: called with each layer's per-head context pair; returns the pair to continue with.
+        trace: a dict to fill with ``name -> (β, γ)`` at every node, or None.
+    """
+
+    attention: str = "total"
+    sign_fix: bool = True
+    head_hook: HeadHook | None = None
+    trace: dict[str, Pair] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_RULES:
+            raise ValueError(f"cdt attention rule must be one of {ATTENTION_RULES}, got {self.attention!r}")
+
+    def fix(self, pair: Pair) -> Pair:
+        """The sign fix, when enabled."""
+        return sign_fix(*pair) if self.sign_fix else pair
+
+    def heads(self, layer: int, beta: Tensor, gamma: Tensor) -> Pair:
+        """Passes a layer's per-head context through the hook (circuit sources / targets)."""
+        return self.head_hook(layer, beta, gamma) if self.head_hook is not None else (beta, gamma)
+
+    def record(self, name: str, pair: Pair) -> Pair:
+        """Stores ``pair`` under ``name`` in the trace and returns it."""
+        if self.trace is not None:
+            self.trace[name] = (pair[0].detach(), pair[1].detach())
+        return pair

@@ -1,0 +1,142 @@
+"""CD-T: completeness at every node for every rule, β = total for S = all, an exact linear toy, backdoor triggers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel, OPTConfig, OPTForCausalLM
+
+from sstkit.functional.cdt import decompose, linear, sign_fix
+from sstkit.functional.cdt.rules import merge_heads
+
+RULES = [("total", True), ("beta", True), ("total", False), ("beta", False)]
+
+
+def tiny_bert(**overrides: object) -> BertModel:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=60, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
+                        intermediate_size=48, max_position_embeddings=32, **overrides)
+    return BertModel(config, add_pooling_layer=False).eval()
+
+
+def tiny_opt(before: bool = True) -> OPTForCausalLM:
+    torch.manual_seed(0)
+    config = OPTConfig(vocab_size=60, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, ffn_dim=48,
+                       word_embed_proj_dim=24, max_position_embeddings=32, do_layer_norm_before=before)
+    return OPTForCausalLM(config).eval()
+
+
+def _record(modules: dict[str, nn.Module]) -> tuple[dict[str, torch.Tensor], list]:
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def fn(_module, _args, out):
+            seen[name] = (out[0] if isinstance(out, tuple) else out).detach()
+        return fn
+
+    return seen, [m.register_forward_hook(hook(n)) for n, m in modules.items()]
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    ids = torch.tensor([[2, 11, 17, 23, 5, 42, 3], [2, 9, 31, 3, 0, 0, 0]])
+    return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+
+
+SETS = [[1], [2, 3], [1, 4, 5], []]
+
+
+@pytest.mark.parametrize(("attention", "fix"), RULES)
+def test_completeness_bert(attention: str, fix: bool) -> None:
+    model, batch = tiny_bert(), _batch()
+    nodes = {"embeddings": model.embeddings}
+    for i, layer in enumerate(model.encoder.layer):
+        nodes |= {f"layer{i}.heads": layer.attention.self, f"layer{i}.attention": layer.attention.output,
+                  f"layer{i}.intermediate": layer.intermediate, f"layer{i}": layer}
+    seen, handles = _record(nodes)
+    with torch.no_grad():
+        true = model(**batch).last_hidden_state
+    for h in handles:
+        h.remove()
+    dec = decompose(model, batch, relevant=SETS, attention=attention, sign_fix=fix, trace=True)
+    assert dec.beta.shape == (2, len(SETS), 7, 24)
+    torch.testing.assert_close(dec.total, true[:, None].expand_as(dec.total), atol=1e-4, rtol=0)
+    for name, value in seen.items():
+        b, g = dec.trace[name]
+        total = merge_heads(b + g) if name.endswith("heads") else b + g
+        expected = value.reshape(2, 1, 7, -1).expand(-1, len(SETS), -1, -1).reshape(total.shape)
+        torch.testing.assert_close(total, expected, atol=1e-4, rtol=0, msg=f"node {name}")
+
+
+@pytest.mark.parametrize("before", [True, False])
+@pytest.mark.parametrize(("attention", "fix"), RULES)
+def test_completeness_opt(attention: str, fix: bool, before: bool) -> None:
+    model, batch = tiny_opt(before), _batch()
+    nodes = {}
+    for i, layer in enumerate(model.model.decoder.layers):
+        nodes |= {f"layer{i}.intermediate": layer.activation_fn, f"layer{i}": layer}
+    seen, handles = _record(nodes)
+    with torch.no_grad():
+        true = model(**batch).logits
+    for h in handles:
+        h.remove()
+    dec = decompose(model, batch, relevant=SETS, attention=attention, sign_fix=fix, trace=True)
+    torch.testing.assert_close(dec.total, true[:, None].expand_as(dec.total), atol=1e-4, rtol=0)
+    for name, value in seen.items():
+        b, g = dec.trace[name]
+        expected = value.reshape(2, 1, 7, -1).expand(-1, len(SETS), -1, -1).reshape(b.shape)
+        torch.testing.assert_close(b + g, expected, atol=1e-4, rtol=0, msg=f"node {name}")
+
+
+@pytest.mark.parametrize("attention", ["total", "beta"])
+@pytest.mark.parametrize("make", [tiny_bert, tiny_opt])
+def test_beta_is_total_when_all_tokens_relevant(attention: str, make) -> None:
+    model = make()
+    ids = torch.tensor([[2, 11, 17, 23, 5, 42, 3]])
+    dec = decompose(model, ids, relevant=None, attention=attention)
+    torch.testing.assert_close(dec.beta, dec.total, atol=1e-5, rtol=0)
+    assert dec.gamma.abs().max() < 1e-5
+
+
+def test_linear_toy_model_is_exact() -> None:
+    """Bias-free linear layers: β is exactly W₂W₁ x_S, and the bias split follows the stated formula."""
+    torch.manual_seed(0)
+    l1, l2 = nn.Linear(5, 7, bias=False), nn.Linear(7, 3, bias=False)
+    x, s = torch.randn(4, 5), torch.tensor([1.0, 0, 1, 0, 0])
+    b, g = linear(*linear(x * s, x * (1 - s), l1), l2)
+    torch.testing.assert_close(b, (x * s) @ l1.weight.T @ l2.weight.T, atol=1e-6, rtol=0)
+    torch.testing.assert_close(g, (x * (1 - s)) @ l1.weight.T @ l2.weight.T, atol=1e-6, rtol=0)
+    biased = nn.Linear(5, 2)
+    b, g = linear(x * s, x * (1 - s), biased)
+    wb, wg = (x * s) @ biased.weight.T, (x * (1 - s)) @ biased.weight.T
+    torch.testing.assert_close(b, wb + biased.bias * wb.abs() / (wb.abs() + wg.abs() + 1e-8))
+    torch.testing.assert_close(b + g, biased(x))
+
+
+def test_sign_fix_gives_total_to_the_larger() -> None:
+    b, g = sign_fix(torch.tensor([2.0, -1.0, 1.0]), torch.tensor([-1.0, 3.0, 1.0]))
+    assert b.tolist() == [1.0, 0.0, 1.0] and g.tolist() == [0.0, 2.0, 1.0]
+
+
+def test_linear_bert_decomposition_is_additive() -> None:
+    """Zero biases, identity activation, uniform attention, no sign fix: given the total's scales the network is
+    linear in β, so disjoint sets add up exactly and a set plus its complement is the total."""
+    model = tiny_bert(hidden_act="linear")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or ".query." in name or ".key." in name:
+                p.zero_()
+    ids = torch.tensor([[2, 11, 17, 23, 5, 42, 3]])
+    dec = decompose(model, ids, relevant=[[1, 2], [3, 4, 5], [1, 2, 3, 4, 5], [0, 6]], sign_fix=False)
+    beta = dec.beta[0]
+    torch.testing.assert_close(beta[0] + beta[1], beta[2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(beta[2] + beta[3], dec.total[0, 0], atol=1e-5, rtol=0)
+
+
+def test_rejects_unknown_models_and_rules() -> None:
+    with pytest.raises(TypeError, match="BERT-type"):
+        decompose(nn.Linear(2, 2), torch.tensor([[1, 2]]))
+    with pytest.raises(ValueError, match="attention rule"):
+        decompose(tiny_bert(), torch.tensor([[1, 2]]), attention="softmax")
+    with pytest.raises(ValueError, match="outside"):
+        decompose(tiny_bert(), torch.tensor([[1, 2]]), relevant=[[5]])
