@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_backdoor import backdoored  # noqa: F401  (the tiny poisoned model fixture)
 from torch import nn
 from transformers import BertConfig, BertModel, OPTConfig, OPTForCausalLM
 
@@ -140,3 +141,42 @@ def test_rejects_unknown_models_and_rules() -> None:
         decompose(tiny_bert(), torch.tensor([[1, 2]]), attention="softmax")
     with pytest.raises(ValueError, match="outside"):
         decompose(tiny_bert(), torch.tensor([[1, 2]]), relevant=[[5]])
+
+
+def test_textclassifier_logits_complete() -> None:
+    from conftest import TINY_BERT
+
+    from sstkit.models.text_classifier import TextClassifier
+
+    torch.manual_seed(0)
+    batch = _batch()
+    for pooling in ("mean", "cls"):
+        model = TextClassifier("minilm", 3, pooling=pooling, pretrained=False, config_overrides=TINY_BERT).eval()
+        dec = decompose(model, batch, relevant=SETS)
+        with torch.no_grad():
+            true = model(batch["input_ids"], batch["attention_mask"])
+        assert dec.beta.shape == (2, len(SETS), 3)
+        torch.testing.assert_close(dec.total, true[:, None].expand_as(dec.total), atol=1e-4, rtol=0)
+
+
+def test_backdoor_trigger_gets_top_local_score(backdoored: dict) -> None:  # noqa: F811
+    """On the planted BadNets backdoor ('cf' → label 1), CD-T ranks the trigger first among the words."""
+    import random
+
+    from test_backdoor import _synthetic
+
+    from sstkit.functional.cdt.explain import explain_text, top_words
+
+    texts, labels = _synthetic(40, 7)
+    rng = random.Random(0)
+    hits = total = 0
+    for text, label in zip(texts, labels):
+        if label == 1:
+            continue
+        words = text.split()
+        words.insert(rng.randint(0, len(words)), "cf")
+        explanation = explain_text(backdoored["model"], backdoored["tokenizer"], " ".join(words), label=1)
+        total += 1
+        hits += top_words(explanation) == ["cf"]
+        assert len(explanation.phrases) == 2 * len(words) - 3
+    assert total >= 10 and hits / total >= 0.9, f"trigger ranked first in {hits}/{total}"
