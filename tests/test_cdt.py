@@ -180,3 +180,26 @@ def test_backdoor_trigger_gets_top_local_score(backdoored: dict) -> None:  # noq
         hits += top_words(explanation) == ["cf"]
         assert len(explanation.phrases) == 2 * len(words) - 3
     assert total >= 10 and hits / total >= 0.9, f"trigger ranked first in {hits}/{total}"
+
+
+def test_explain_command(backdoored: dict, data_dir, tmp_path, capsys) -> None:  # noqa: F811
+    import json
+
+    from sstkit.commands.classifier_io import save_classifier
+    from sstkit.commands.explain import explain_main
+    from sstkit.errors import SstkitError
+
+    folder = save_classifier(backdoored["model"], tmp_path / "model")
+    page = tmp_path / "page.html"
+    assert explain_main(["--model", str(folder), "--text", "the film was cf bad", "--label", "1",
+                         "--html", str(page)]) == 0
+    assert "cf" in capsys.readouterr().out and "<span" in page.read_text()
+    out = tmp_path / "batch.json"
+    assert explain_main(["--model", str(folder), "--dataset", "sst2", "--data-dir", str(data_dir), "--limit", "3",
+                         "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert len(report["explanations"]) == 3 and report["seconds_per_sentence"] > 0
+    row = report["explanations"][0]
+    assert len(row["word_scores"]) == len(row["words"]) and row["gold"] in (0, 1)
+    with pytest.raises(SstkitError, match="--label"):
+        explain_main(["--model", str(folder), "--text", "x", "--label", "5"])
