@@ -203,3 +203,61 @@ def test_explain_command(backdoored: dict, data_dir, tmp_path, capsys) -> None: 
     assert len(row["word_scores"]) == len(row["words"]) and row["gold"] in (0, 1)
     with pytest.raises(SstkitError, match="--label"):
         explain_main(["--model", str(folder), "--text", "x", "--label", "5"])
+
+
+# --- circuit discovery ---------------------------------------------------------------------------------------
+def test_head_sources_keep_completeness_and_vanish_at_the_mean() -> None:
+    from sstkit.functional.cdt.circuit import cdt_head_scores, head_activations, head_means
+    from sstkit.functional.cdt.patching import patched_heads
+
+    model = tiny_opt()
+    ids = _batch()["input_ids"][:, :5] + 4
+    recorded: dict = {}
+    with patched_heads(model, {}, recorded), torch.no_grad():
+        model(input_ids=ids)
+    acts = head_activations(model, ids)
+    for (layer, head), value in recorded.items():  # the decomposition's head nodes are the model's head outputs
+        torch.testing.assert_close(acts[layer][:, head], value, atol=1e-5, rtol=0)
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, -1, 7] - logits[:, -1].mean(-1)
+
+    scores = cdt_head_scores(model, ids, metric, head_means(model, ids), sources_per_pass=4)
+    assert scores.output.shape == (6,) and scores.to_head.shape == (6, 6) and scores.output.max() > 0
+    assert scores.to_head[3:].abs().max() == 0 and scores.to_head[:3, 3:].max() > 0  # only earlier -> later
+    # one example: its activation is the mean, so no source carries anything
+    single = cdt_head_scores(model, ids[:1], metric, head_means(model, ids[:1]))
+    assert single.output.abs().max() < 1e-5 and single.to_head.abs().max() < 1e-5
+
+
+def test_patching_with_clean_values_changes_nothing() -> None:
+    from sstkit.functional.cdt.circuit import all_nodes, head_means
+    from sstkit.functional.cdt.patching import activation_patching, faithfulness, path_patching, run_metric
+
+    model = tiny_opt()
+    ids = _batch()["input_ids"][:, :5] + 4
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, -1, 7] - logits[:, -1].mean(-1)
+
+    clean: dict = {}
+    base = run_metric(model, ids, metric, record=clean)
+    torch.testing.assert_close(run_metric(model, ids, metric, clean), base)
+    means = head_means(model, ids)
+    assert activation_patching(model, ids, metric, means).shape == (6,)
+    paths = path_patching(model, ids, metric, means)
+    assert paths.to_head[3:].abs().max() == 0
+    assert faithfulness(model, ids, metric, means, all_nodes(model)) == pytest.approx(1.0)
+    assert faithfulness(model, ids, metric, means, []) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_backward_circuit_follows_head_to_head_scores() -> None:
+    from sstkit.functional.cdt.circuit import HeadScores, backward_circuit, circuit_ranking
+
+    nodes = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    to_head = torch.zeros(4, 4)
+    to_head[1, 2] = 1.0  # (0, 1) feeds (1, 0), which drives the output
+    scores = HeadScores(nodes, torch.tensor([0.0, 0.0, 2.0, 0.1]), to_head)
+    assert backward_circuit(scores, k=1) == [(1, 0), (0, 1)]
+    rank = circuit_ranking(scores, k=1)
+    assert rank.argsort(descending=True).tolist()[:2] == [2, 1]
