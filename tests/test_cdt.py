@@ -261,3 +261,26 @@ def test_backward_circuit_follows_head_to_head_scores() -> None:
     assert backward_circuit(scores, k=1) == [(1, 0), (0, 1)]
     rank = circuit_ranking(scores, k=1)
     assert rank.argsort(descending=True).tolist()[:2] == [2, 1]
+
+
+def test_sources_from_cached_prefix_match_full_propagation() -> None:
+    from sstkit.functional.cdt.circuit import clean_states
+
+    model = tiny_opt()
+    ids = _batch()["input_ids"][:, :5] + 4
+    heads, entering = clean_states(model, ids)
+
+    def hook(layer: int, beta: torch.Tensor, gamma: torch.Tensor) -> tuple:
+        if layer == 1:
+            beta, gamma = beta.clone(), gamma.clone()
+            beta[:, 2], gamma[:, 2] = gamma[:, 2] + beta[:, 2], 0 * gamma[:, 2]
+        return beta, gamma
+
+    empty = torch.zeros(1, 5, dtype=torch.bool)
+    full = decompose(model, ids, relevant=empty, head_hook=hook)
+    cached = decompose(model, ids, relevant=empty, head_hook=hook, start=(1, entering[1]))
+    torch.testing.assert_close(cached.beta, full.beta, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cached.total, full.total, atol=1e-5, rtol=0)
+    assert full.beta.abs().max() > 0
+    with pytest.raises(ValueError, match="empty"):
+        decompose(model, ids, relevant=[[1]], start=(1, entering[1]))

@@ -54,6 +54,8 @@ def bert_encoder(encoder: nn.Module, beta: Tensor, gamma: Tensor, attention_mask
     mask = padding_mask(attention_mask, beta.dtype)
     b, g = prop.record("embeddings", (beta, gamma))
     for i, layer in enumerate(encoder.encoder.layer):
+        if i < prop.start_layer:
+            continue
         sa = layer.attention.self
         scaling = getattr(sa, "scaling", sa.attention_head_size ** -0.5)
         cb, cg, _ = attention_heads(b, g, sa.query, sa.key, sa.value, sa.num_attention_heads, scaling, mask,

@@ -46,11 +46,19 @@ def all_nodes(model: nn.Module) -> list[Node]:
 
 
 @torch.no_grad()
-def head_activations(model: nn.Module, inputs: Tensor | dict[str, Tensor]) -> list[Tensor]:
-    """Per-layer head contexts of the clean run, each (examples, heads, time, head_dim)."""
+def clean_states(model: nn.Module, inputs: Tensor | dict[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """One clean pass: per layer, the head contexts (examples, heads, time, head_dim) and the hidden state entering
+    the layer (examples, time, hidden), the cached prefix from which sources of that layer start."""
     dec = decompose(model, inputs, relevant=None, trace=True)
     layers, _ = head_counts(model)
-    return [sum(dec.trace[f"layer{i}.heads"]) for i in range(layers)]
+    heads = [sum(dec.trace[f"layer{i}.heads"]) for i in range(layers)]
+    entering = [sum(dec.trace["embeddings" if i == 0 else f"layer{i - 1}"]) for i in range(layers)]
+    return heads, entering
+
+
+def head_activations(model: nn.Module, inputs: Tensor | dict[str, Tensor]) -> list[Tensor]:
+    """Per-layer head contexts of the clean run, each (examples, heads, time, head_dim)."""
+    return clean_states(model, inputs)[0]
 
 
 def head_means(model: nn.Module, inputs: Tensor | dict[str, Tensor]) -> list[Tensor]:
@@ -81,8 +89,14 @@ def cdt_head_scores(model: nn.Module, inputs: Tensor | dict[str, Tensor], metric
     output = torch.zeros(len(nodes))
     to_head = torch.zeros(len(nodes), len(nodes))
     index = {node: i for i, node in enumerate(nodes)}
-    for start in range(0, len(nodes), sources_per_pass):
-        chunk = nodes[start:start + sources_per_pass]
+    _, entering = clean_states(model, inputs)
+    # Sources of one layer share passes that start from the cached clean state entering that layer.
+    by_layer: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        by_layer.setdefault(node[0], []).append(i)
+    chunks = [rows[j:j + sources_per_pass] for rows in by_layer.values() for j in range(0, len(rows), sources_per_pass)]
+    for rows_of_chunk in chunks:
+        chunk = [nodes[i] for i in rows_of_chunk]
         k = len(chunk)
         seen: dict[int, Tensor] = {}
         baseline: dict[int, Tensor] = {}
@@ -101,15 +115,16 @@ def cdt_head_scores(model: nn.Module, inputs: Tensor | dict[str, Tensor], metric
             baseline[layer] = total.view(n, k, *total.shape[1:])[:, 0]
             return beta, gamma
 
+        layer = chunk[0][0]
         dec = decompose(model, inputs, relevant=torch.zeros(k, t, dtype=torch.bool), head_hook=hook,
-                        attention=attention)
+                        attention=attention, start=(layer, entering[layer]))
         for s, node in enumerate(chunk):
-            output[start + s] = metric(dec.beta[:, s]).mean().abs()
+            output[rows_of_chunk[s]] = metric(dec.beta[:, s]).mean().abs()
             for target in nodes:
                 if target[0] > node[0]:
                     beta = seen[target[0]][:, s, target[1]]
                     scale = baseline[target[0]][:, target[1]].norm(dim=-1).mean().clamp(min=1e-8)
-                    to_head[start + s, index[target]] = beta.norm(dim=-1).mean() / scale
+                    to_head[rows_of_chunk[s], index[target]] = beta.norm(dim=-1).mean() / scale
     return HeadScores(nodes, output, to_head)
 
 

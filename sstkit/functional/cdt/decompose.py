@@ -94,6 +94,7 @@ def decompose(
     sign_fix: bool = True,
     head_hook: HeadHook | None = None,
     trace: bool = False,
+    start: tuple[int, Tensor] | None = None,
 ) -> Decomposition:
     """CD-T of ``model``'s output on ``inputs`` for each set of relevant token positions.
 
@@ -106,6 +107,8 @@ def decompose(
         sign_fix: apply the sign fix after every operation.
         head_hook: changes / reads each layer's per-head context pair (see :mod:`.circuit`).
         trace: keep (β, γ) of every node in ``Decomposition.trace``.
+        start: ``(layer, hidden)``: begin at block ``layer`` from the clean state entering it (examples, time,
+            hidden), all in γ (the sets of ``relevant`` must then be empty); sources come in through ``head_hook``.
 
     Returns:
         A :class:`Decomposition` with β, γ of shape (examples, sets, labels) for a classifier, (examples, sets, time,
@@ -114,17 +117,20 @@ def decompose(
     ids, attn, token_types = _inputs(inputs)
     mask = relevant_mask(relevant, ids.shape[0], ids.shape[1], ids.device)
     sets = mask.shape[1]
-    prop = Propagation(attention, sign_fix, head_hook, {} if trace else None)
+    prop = Propagation(attention, sign_fix, head_hook, {} if trace else None, start[0] if start else 0)
+    if start is not None and mask.any():
+        raise ValueError("decompose(start=...) begins inside the network: relevant token sets must be empty")
     flat_attn = attn.repeat_interleave(sets, dim=0)
     core = getattr(model, "lm", model)  # sstkit's CausalLM wraps the HF model as .lm
     if is_opt_lm(core):
-        beta, gamma = _split(opt_embeddings(core, ids, attn), mask)
+        beta, gamma = _split(opt_embeddings(core, ids, attn) if start is None else start[1], mask)
         b, g = opt_logits(core, beta, gamma, flat_attn, prop)
     else:
         encoder = model if is_bert_encoder(model) else getattr(model, "encoder", model)
         if not is_bert_encoder(encoder):
             raise TypeError(f"cdt supports BERT-type encoders and OPT causal LMs, not {type(model).__name__}")
-        beta, gamma = _split(bert_embeddings(encoder, ids, attn, token_types), mask)
+        emb = bert_embeddings(encoder, ids, attn, token_types) if start is None else start[1]
+        beta, gamma = _split(emb, mask)
         b, g = bert_encoder(encoder, beta, gamma, flat_attn, prop)
         if hasattr(model, "head") and hasattr(model, "pooling"):
             b, g = pool(b, g, flat_attn, model.pooling)

@@ -60,6 +60,8 @@ def opt_decoder(lm: nn.Module, beta: Tensor, gamma: Tensor, attention_mask: Tens
     mask = causal_mask(attention_mask, beta.dtype)
     b, g = prop.record("embeddings", (beta, gamma))
     for i, layer in enumerate(decoder.layers):
+        if i < prop.start_layer:
+            continue
         before = layer.do_layer_norm_before
         xb, xg = _maybe_norm((b, g), layer.self_attn_layer_norm, before, prop)
         sa = layer.self_attn

@@ -33,12 +33,15 @@ class Propagation:
         sign_fix: apply the sign fix after each operation (the paper and the official code do).
         head_hook: called with each layer's per-head context pair; returns the pair to continue with.
         trace: a dict to fill with ``name -> (β, γ)`` at every node, or None.
+        start_layer: the first block to run; the pair given to the walker is the state entering it (circuit
+            discovery starts sources of layer l from the cached clean prefix instead of the embeddings).
     """
 
     attention: str = "total"
     sign_fix: bool = True
     head_hook: HeadHook | None = None
     trace: dict[str, Pair] | None = field(default=None)
+    start_layer: int = 0
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_RULES:
