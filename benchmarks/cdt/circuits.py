@@ -29,7 +29,8 @@ from sstkit.models.causal_lm import CausalLM
 
 def train(args: argparse.Namespace) -> CausalLM:
     """sstkit's CausalLM on freshly drawn induction batches (loss on the predictable tokens only)."""
-    cache = Path(args.cache) / f"induction_seed{args.seed}_steps{args.steps}.pt"
+    cache = Path(args.cache) / (f"induction_seed{args.seed}_steps{args.steps}_v{args.vocab}_t{args.length}"
+                                f"_b{args.batch_size}_lr{args.lr}.pt")
     torch.manual_seed(args.seed)
     model = CausalLM("tiny", vocab_size=args.vocab, config_overrides={
         "ffn_dim": 64, "max_position_embeddings": 64, "dropout": 0.0, "attention_dropout": 0.0})
@@ -39,7 +40,7 @@ def train(args: argparse.Namespace) -> CausalLM:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     model.train()
     for step in range(args.steps):
-        data = induction_data(64, args.length, args.vocab, seed=10_000 + step)
+        data = induction_data(args.batch_size, args.length, args.vocab, seed=10_000 + step, min_half=args.min_half)
         labels = data.ids.clone()
         labels[~torch.roll(data.predictable(), 1, 1)] = -100
         loss = model.step({"input_ids": data.ids, "labels": labels}, "train").loss
@@ -60,7 +61,8 @@ def scaling(args: argparse.Namespace, ids: torch.Tensor) -> list[dict]:
     model = CausalLM("tiny", vocab_size=args.vocab, config_overrides={
         "num_hidden_layers": args.timing_layers, "num_attention_heads": heads, "hidden_size": 8 * heads,
         "ffn_dim": 32 * heads, "max_position_embeddings": 64}).eval()
-    metric = bind_metric(induction_data(ids.shape[0], ids.shape[1], args.vocab, seed=args.seed + 1))
+    metric = bind_metric(induction_data(ids.shape[0], ids.shape[1], args.vocab, seed=args.seed + 1,
+                                        min_half=args.min_half))
     means = head_means(model, ids)
     times = {}
     for name, run in (("cdt (total attention)", lambda: cdt_head_scores(model, ids, metric, means)),
@@ -75,11 +77,13 @@ def scaling(args: argparse.Namespace, ids: torch.Tensor) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--vocab", type=int, default=48)
-    parser.add_argument("--length", type=int, default=25)
+    parser.add_argument("--vocab", type=int, default=32)
+    parser.add_argument("--length", type=int, default=19)
     parser.add_argument("--examples", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--min-half", type=int, default=5, help="shortest repeated sequence")
     parser.add_argument("--k", type=int, default=2, help="heads kept per backward round")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timing-layers", type=int, default=4, help="layers of the timing model (0: skip)")
@@ -88,7 +92,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     model = train(args)
-    data = induction_data(args.examples, args.length, args.vocab, seed=args.seed + 1)
+    data = induction_data(args.examples, args.length, args.vocab, seed=args.seed + 1, min_half=args.min_half)
     ids, metric = data.ids, bind_metric(data)
     nodes = all_nodes(model)
     truth = known_circuit(model, data)

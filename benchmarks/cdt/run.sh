@@ -15,5 +15,5 @@ if [ ! -f "$MODEL" ]; then
 fi
 python benchmarks/cdt/local.py --model "$MODEL" --dataset sst2 --limit "${LIMIT:-60}" --samples 64 --ig-steps 16 \
   --out benchmarks/cdt/local_sst2
-python benchmarks/cdt/circuits.py --steps "${STEPS:-4000}" --lr 3e-3 --cache "$RUNS/cdt_induction" \
+python benchmarks/cdt/circuits.py --steps "${STEPS:-3000}" --lr 3e-3 --cache "$RUNS/cdt_induction" \
   --out benchmarks/cdt/circuits
