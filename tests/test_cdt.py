@@ -11,7 +11,7 @@ from transformers import BertConfig, BertModel, OPTConfig, OPTForCausalLM
 from sstkit.functional.cdt import decompose, linear, sign_fix
 from sstkit.functional.cdt.rules import merge_heads
 
-RULES = [("total", True), ("beta", True), ("total", False), ("beta", False)]
+RULES = [("total", "all"), ("beta", "all"), ("total", "layer"), ("total", "none"), ("beta", "none")]
 
 
 def tiny_bert(**overrides: object) -> BertModel:

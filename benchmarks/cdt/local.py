@@ -27,7 +27,7 @@ from sstkit.commands.classifier_io import backbone_of, load_classifier
 from sstkit.functional.cdt.explain import closest_competitor, explain_text, word_positions
 from sstkit.models.backbones import load_tokenizer
 
-METHODS = ("cdt", "integrated_gradients", "gradient_x_input", "lime", "kernel_shap", "random")
+METHODS = ("cdt", "cdt_fix_every_op", "integrated_gradients", "gradient_x_input", "lime", "kernel_shap", "random")
 
 
 class Scorer:
@@ -83,9 +83,10 @@ def explain_all(model, tokenizer, scorer: Scorer, text: str, args, rng: random.R
     layer = model.encoder.embeddings.word_embeddings
     for method in METHODS:
         start = time.perf_counter()
-        if method == "cdt":
+        if method.startswith("cdt"):
             scores = np.array(explain_text(model, tokenizer, text, label=scorer.label, max_phrase=1,
-                                           max_length=args.max_length).word_scores)
+                                           max_length=args.max_length,
+                                           sign_fix="all" if method == "cdt_fix_every_op" else "layer").word_scores)
         elif method == "integrated_gradients":
             attr = LayerIntegratedGradients(scorer.margin, layer).attribute(ids, baseline, n_steps=args.ig_steps)
             scores = _to_words(attr[0].sum(-1).detach(), positions)

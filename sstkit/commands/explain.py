@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-phrase", type=int, default=3, help="longest phrase (in words) to score")
     parser.add_argument("--top-phrases", type=int, default=5, help="phrases printed for --text")
     parser.add_argument("--attention", choices=("total", "beta"), default="total", help="CD-T attention rule")
+    parser.add_argument("--sign-fix", choices=("layer", "all", "none"), default="layer",
+                        help="where CD-T applies its sign fix: block ends (default), every operation, nowhere")
     parser.add_argument("--max-length", type=int, default=128)
     return parser
 
@@ -105,7 +107,7 @@ def explain_main(argv: list[str]) -> int:
         raise SstkitError(f"--label must be in [0, {model.num_labels}), got {args.label}")
     tokenizer = load_tokenizer(backbone_of(model))
     options = {"label": args.label, "max_phrase": args.max_phrase, "max_length": args.max_length,
-               "attention": args.attention}
+               "attention": args.attention, "sign_fix": args.sign_fix}
     if args.text is not None:
         if not args.text.split():
             raise SstkitError("--text is empty")

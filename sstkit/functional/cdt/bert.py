@@ -70,7 +70,7 @@ def bert_encoder(encoder: nn.Module, beta: Tensor, gamma: Tensor, attention_mask
                              prop.fix(activation(ib, ig, layer.intermediate.intermediate_act_fn)))
         ob, og = prop.fix(linear(ib, ig, layer.output.dense))
         ob, og = prop.fix((ob + ab, og + ag))
-        b, g = prop.record(f"layer{i}", prop.fix(layer_norm(ob, og, layer.output.LayerNorm)))
+        b, g = prop.record(f"layer{i}", prop.fix_block(layer_norm(ob, og, layer.output.LayerNorm)))
     return b, g
 
 

@@ -91,7 +91,7 @@ def decompose(
     inputs: Tensor | dict[str, Tensor],
     relevant: Relevant = None,
     attention: str = "total",
-    sign_fix: bool = True,
+    sign_fix: str | bool = "all",
     head_hook: HeadHook | None = None,
     trace: bool = False,
     start: tuple[int, Tensor] | None = None,
@@ -104,7 +104,7 @@ def decompose(
         relevant: position lists (one set each), one list, a bool tensor (sets, time) or (examples, sets, time);
             an empty set puts everything in γ, which is how circuit discovery starts (sources via ``head_hook``).
         attention: ``total`` (BERT rule) or ``beta`` (circuit rule), see :mod:`.rules`.
-        sign_fix: apply the sign fix after every operation.
+        sign_fix: ``all`` (after every operation), ``layer`` (at block ends) or ``none``; see :class:`Propagation`.
         head_hook: changes / reads each layer's per-head context pair (see :mod:`.circuit`).
         trace: keep (β, γ) of every node in ``Decomposition.trace``.
         start: ``(layer, hidden)``: begin at block ``layer`` from the clean state entering it (examples, time,
@@ -134,6 +134,6 @@ def decompose(
         b, g = bert_encoder(encoder, beta, gamma, flat_attn, prop)
         if hasattr(model, "head") and hasattr(model, "pooling"):
             b, g = pool(b, g, flat_attn, model.pooling)
-            b, g = prop.fix(linear(b, g, classifier_head(model.head)))
+            b, g = linear(b, g, classifier_head(model.head))
     shape = (ids.shape[0], sets, *b.shape[1:])
     return Decomposition(b.reshape(shape), g.reshape(shape), prop.trace)

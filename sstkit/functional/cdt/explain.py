@@ -71,19 +71,21 @@ def word_positions(tokenizer: Any, text: str, max_length: int = 128) -> tuple[di
 
 @torch.no_grad()
 def explain_text(model: nn.Module, tokenizer: Any, text: str, label: int | None = None, max_phrase: int = 3,
-                 max_length: int = 128, attention: str = "total") -> Explanation:
+                 max_length: int = 128, attention: str = "total", sign_fix: str | bool = "layer") -> Explanation:
     """Word and phrase scores of ``text`` for ``model`` (a TextClassifier in eval mode).
 
     Args:
         label: the class to explain; default the predicted one.
         max_phrase: phrases of 2…max_phrase consecutive words are scored too (1 disables phrases).
         attention: the CD-T attention rule (``total`` for local explanations, as in the paper).
+        sign_fix: ``layer`` (default, at block ends as the official local-explanation code), ``all`` or ``none``;
+            after every operation it zeroes most words that oppose the explained class.
     """
     inputs, words, positions = word_positions(tokenizer, text, max_length)
     spans = [(i, i) for i in range(len(words))]
     spans += [(i, i + n - 1) for n in range(2, max_phrase + 1) for i in range(len(words) - n + 1)]
     sets = [sorted(p for w in range(a, b + 1) for p in positions[w]) for a, b in spans]
-    dec = decompose(model, inputs, relevant=sets, attention=attention)
+    dec = decompose(model, inputs, relevant=sets, attention=attention, sign_fix=sign_fix)
     logits = dec.total[0, 0]
     label = int(logits.argmax()) if label is None else label
     competitor = closest_competitor(logits, label)

@@ -76,7 +76,7 @@ def opt_decoder(lm: nn.Module, beta: Tensor, gamma: Tensor, attention_mask: Tens
         hb, hg = prop.record(f"layer{i}.intermediate", prop.fix(activation(hb, hg, layer.activation_fn)))
         ob, og = prop.fix(linear(hb, hg, layer.fc2))
         b, g = prop.fix((b + ob, g + og))
-        b, g = prop.record(f"layer{i}", _maybe_norm((b, g), layer.final_layer_norm, not before, prop))
+        b, g = prop.record(f"layer{i}", prop.fix_block(_maybe_norm((b, g), layer.final_layer_norm, not before, prop)))
     if decoder.final_layer_norm is not None:
         b, g = prop.fix(layer_norm(b, g, decoder.final_layer_norm))
     if decoder.project_out is not None:
@@ -87,4 +87,4 @@ def opt_decoder(lm: nn.Module, beta: Tensor, gamma: Tensor, attention_mask: Tens
 def opt_logits(lm: nn.Module, beta: Tensor, gamma: Tensor, attention_mask: Tensor, prop: Propagation) -> Pair:
     """Next-token logits as a pair, (batch, time, vocab)."""
     b, g = opt_decoder(lm, beta, gamma, attention_mask, prop)
-    return prop.fix(linear(b, g, lm.lm_head))
+    return linear(b, g, lm.lm_head)

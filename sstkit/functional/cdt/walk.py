@@ -20,6 +20,7 @@ from torch import Tensor
 from sstkit.functional.cdt.rules import ATTENTION_RULES, Pair, sign_fix
 
 # (layer index, β, γ) of the per-head context, each (batch, heads, time, head_dim) -> the pair to continue with.
+SIGN_FIX = ("all", "layer", "none")
 HeadHook = Callable[[int, Tensor, Tensor], Pair]
 
 
@@ -30,7 +31,9 @@ class Propagation:
     Args:
         attention: ``total`` (probabilities of the total held fixed, the BERT rule) or ``beta`` (β-only
             probabilities for β, the circuit rule).
-        sign_fix: apply the sign fix after each operation (the paper and the official code do).
+        sign_fix: where to apply the sign fix: ``all`` (after each operation, as the paper states), ``layer`` (at the
+            end of each block only, as the official local-explanation code does) or ``none``; True / False mean
+            ``all`` / ``none``. The output logits are never sign-fixed (that would only clip what is read there).
         head_hook: called with each layer's per-head context pair; returns the pair to continue with.
         trace: a dict to fill with ``name -> (β, γ)`` at every node, or None.
         start_layer: the first block to run; the pair given to the walker is the state entering it (circuit
@@ -38,18 +41,26 @@ class Propagation:
     """
 
     attention: str = "total"
-    sign_fix: bool = True
+    sign_fix: str | bool = "all"
     head_hook: HeadHook | None = None
     trace: dict[str, Pair] | None = field(default=None)
     start_layer: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.sign_fix, bool):
+            self.sign_fix = "all" if self.sign_fix else "none"
+        if self.sign_fix not in SIGN_FIX:
+            raise ValueError(f"cdt sign_fix must be one of {SIGN_FIX}, got {self.sign_fix!r}")
         if self.attention not in ATTENTION_RULES:
             raise ValueError(f"cdt attention rule must be one of {ATTENTION_RULES}, got {self.attention!r}")
 
     def fix(self, pair: Pair) -> Pair:
-        """The sign fix, when enabled."""
-        return sign_fix(*pair) if self.sign_fix else pair
+        """The sign fix after an operation inside a block (mode ``all``)."""
+        return sign_fix(*pair) if self.sign_fix == "all" else pair
+
+    def fix_block(self, pair: Pair) -> Pair:
+        """The sign fix at the end of a block (modes ``all`` and ``layer``)."""
+        return sign_fix(*pair) if self.sign_fix != "none" else pair
 
     def heads(self, layer: int, beta: Tensor, gamma: Tensor) -> Pair:
         """Passes a layer's per-head context through the hook (circuit sources / targets)."""
