@@ -59,18 +59,18 @@ def bert_encoder(encoder: nn.Module, beta: Tensor, gamma: Tensor, attention_mask
         sa = layer.attention.self
         scaling = getattr(sa, "scaling", sa.attention_head_size ** -0.5)
         cb, cg, _ = attention_heads(b, g, sa.query, sa.key, sa.value, sa.num_attention_heads, scaling, mask,
-                                    prop.attention)
+                                    prop.attention, prop.group)
         cb, cg = prop.record(f"layer{i}.heads", prop.heads(i, *prop.fix((cb, cg))))
         out = layer.attention.output
         ob, og = prop.fix(linear(merge_heads(cb), merge_heads(cg), out.dense))
         ab, ag = prop.fix((ob + b, og + g))
-        ab, ag = prop.record(f"layer{i}.attention", prop.fix(layer_norm(ab, ag, out.LayerNorm)))
+        ab, ag = prop.record(f"layer{i}.attention", prop.fix(layer_norm(ab, ag, out.LayerNorm, group=prop.group)))
         ib, ig = prop.fix(linear(ab, ag, layer.intermediate.dense))
         ib, ig = prop.record(f"layer{i}.intermediate",
                              prop.fix(activation(ib, ig, layer.intermediate.intermediate_act_fn)))
         ob, og = prop.fix(linear(ib, ig, layer.output.dense))
         ob, og = prop.fix((ob + ab, og + ag))
-        b, g = prop.record(f"layer{i}", prop.fix_block(layer_norm(ob, og, layer.output.LayerNorm)))
+        b, g = prop.record(f"layer{i}", prop.fix_block(layer_norm(ob, og, layer.output.LayerNorm, group=prop.group)))
     return b, g
 
 

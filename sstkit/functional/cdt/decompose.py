@@ -117,7 +117,8 @@ def decompose(
     ids, attn, token_types = _inputs(inputs)
     mask = relevant_mask(relevant, ids.shape[0], ids.shape[1], ids.device)
     sets = mask.shape[1]
-    prop = Propagation(attention, sign_fix, head_hook, {} if trace else None, start[0] if start else 0)
+    # Every set of one example has the same total (completeness), so totals are computed once per example.
+    prop = Propagation(attention, sign_fix, head_hook, {} if trace else None, start[0] if start else 0, sets)
     if start is not None and mask.any():
         raise ValueError("decompose(start=...) begins inside the network: relevant token sets must be empty")
     flat_attn = attn.repeat_interleave(sets, dim=0)

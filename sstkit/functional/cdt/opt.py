@@ -51,7 +51,7 @@ def causal_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def _maybe_norm(pair: Pair, module: nn.LayerNorm, apply: bool, prop: Propagation) -> Pair:
-    return prop.fix(layer_norm(*pair, module)) if apply else pair
+    return prop.fix(layer_norm(*pair, module, group=prop.group)) if apply else pair
 
 
 def opt_decoder(lm: nn.Module, beta: Tensor, gamma: Tensor, attention_mask: Tensor, prop: Propagation) -> Pair:
@@ -66,7 +66,7 @@ def opt_decoder(lm: nn.Module, beta: Tensor, gamma: Tensor, attention_mask: Tens
         xb, xg = _maybe_norm((b, g), layer.self_attn_layer_norm, before, prop)
         sa = layer.self_attn
         cb, cg, _ = attention_heads(xb, xg, sa.q_proj, sa.k_proj, sa.v_proj, sa.num_heads, sa.scaling, mask,
-                                    prop.attention)
+                                    prop.attention, prop.group)
         cb, cg = prop.record(f"layer{i}.heads", prop.heads(i, *prop.fix((cb, cg))))
         ob, og = prop.fix(linear(merge_heads(cb), merge_heads(cg), sa.out_proj))
         b, g = prop.fix((b + ob, g + og))
@@ -78,7 +78,7 @@ def opt_decoder(lm: nn.Module, beta: Tensor, gamma: Tensor, attention_mask: Tens
         b, g = prop.fix((b + ob, g + og))
         b, g = prop.record(f"layer{i}", prop.fix_block(_maybe_norm((b, g), layer.final_layer_norm, not before, prop)))
     if decoder.final_layer_norm is not None:
-        b, g = prop.fix(layer_norm(b, g, decoder.final_layer_norm))
+        b, g = prop.fix(layer_norm(b, g, decoder.final_layer_norm, group=prop.group))
     if decoder.project_out is not None:
         b, g = prop.fix(linear(b, g, decoder.project_out))
     return prop.record("final", (b, g))

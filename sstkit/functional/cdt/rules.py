@@ -65,17 +65,30 @@ def activation(beta: Tensor, gamma: Tensor, fn: Callable[[Tensor], Tensor]) -> P
     return fn(beta + gamma) - g, g
 
 
-def layer_norm(beta: Tensor, gamma: Tensor, module: nn.LayerNorm) -> Pair:
-    """LayerNorm over the last axis with the scale (mean, variance) of the total; the bias split by |β|, |γ|."""
-    total = beta + gamma
+def shared(x: Tensor, group: int) -> Tensor:
+    """The first row of each block of ``group`` consecutive rows: the one total that the sets of an example share."""
+    return x if group == 1 else x[::group]
+
+
+def spread(x: Tensor, group: int) -> Tensor:
+    """Inverse of :func:`shared`: each row repeated ``group`` times."""
+    return x if group == 1 else x.repeat_interleave(group, dim=0)
+
+
+def layer_norm(beta: Tensor, gamma: Tensor, module: nn.LayerNorm, group: int = 1) -> Pair:
+    """LayerNorm over the last axis with the scale (mean, variance) of the total; the bias split by |β|, |γ|.
+
+    ``group``: consecutive rows that share one total (the sets of one example), computed once per group.
+    """
+    total = shared(beta + gamma, group)
     var = total.var(-1, unbiased=False, keepdim=True)
-    scale = torch.rsqrt(var + module.eps)
+    scale = spread(torch.rsqrt(var + module.eps), group)
     b = (beta - beta.mean(-1, keepdim=True)) * scale
     if module.weight is not None:
         b = b * module.weight
     if module.bias is not None:
         b = b + module.bias * (beta.abs() / (beta.abs() + gamma.abs() + EPS))
-    return b, module(total) - b
+    return b, spread(module(total), group) - b
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -100,24 +113,35 @@ def attention_heads(
     scaling: float,
     mask: Tensor | None,
     rule: str = "total",
+    group: int = 1,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-head attention context ``softmax(q kᵀ · scaling + mask) v`` as a pair, shape (S, H, T, d) each.
 
     ``mask`` is additive, broadcastable to (S, H, T, T) (0 where attended, a large negative number elsewhere).
-    Returns (β, γ, probabilities of the total).
+    ``group``: consecutive rows that share one total (the sets of one example); its probabilities are computed
+    once per group. Returns (β, γ, probabilities of the total, one row per group).
     """
     if rule not in ATTENTION_RULES:
         raise ValueError(f"attention rule must be one of {ATTENTION_RULES}, got {rule!r}")
-    total = beta + gamma
-    probs = _probs(q(total), k(total), heads, scaling, mask)
+    total = shared(beta + gamma, group)
+    probs = _probs(q(total), k(total), heads, scaling, shared(mask, group) if mask is not None and
+                   mask.shape[0] > 1 else mask)
     vb, vg = linear(beta, gamma, v)
     vb, vg = split_heads(vb, heads), split_heads(vg, heads)
     if rule == "total":
-        return probs @ vb, probs @ vg, probs
+        return _mix(probs, vb, group), _mix(probs, vg, group), probs
     qb, _ = linear(beta, gamma, q)
     kb, _ = linear(beta, gamma, k)
     ctx_b = _probs(qb, kb, heads, scaling, mask) @ vb
-    return ctx_b, probs @ (vb + vg) - ctx_b, probs
+    return ctx_b, _mix(probs, vb + vg, group) - ctx_b, probs
+
+
+def _mix(probs: Tensor, values: Tensor, group: int) -> Tensor:
+    """``probs @ values`` with one probability row per group of ``group`` value rows."""
+    if group == 1:
+        return probs @ values
+    g, h, t, d = values.shape
+    return (probs.unsqueeze(1) @ values.view(g // group, group, h, t, d)).view(g, h, t, d)
 
 
 def _probs(query: Tensor, key: Tensor, heads: int, scaling: float, mask: Tensor | None) -> Tensor:

@@ -36,6 +36,8 @@ class Propagation:
             ``all`` / ``none``. The output logits are never sign-fixed (that would only clip what is read there).
         head_hook: called with each layer's per-head context pair; returns the pair to continue with.
         trace: a dict to fill with ``name -> (β, γ)`` at every node, or None.
+        group: consecutive batch rows that share one total (the sets of one example): the total's attention
+            probabilities and LayerNorm scales are computed once per group.
         start_layer: the first block to run; the pair given to the walker is the state entering it (circuit
             discovery starts sources of layer l from the cached clean prefix instead of the embeddings).
     """
@@ -45,6 +47,7 @@ class Propagation:
     head_hook: HeadHook | None = None
     trace: dict[str, Pair] | None = field(default=None)
     start_layer: int = 0
+    group: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.sign_fix, bool):
