@@ -4,8 +4,10 @@ Each example is ``[BOS] noise a₁ … a_m a₁ … a_m`` with random tokens and
 only by finding the earlier occurrence of the current token and copying its successor. A two-layer attention model
 does this with the induction circuit (Olsson et al., 2022): a *previous-token head* in layer 0 writes each token's
 predecessor into its residual stream, and an *induction head* in layer 1 attends from the current token to the
-position after its earlier occurrence and copies that token. Which heads play the two roles is read from their
-attention patterns, independently of any attribution method: that is the ground truth the discovery is scored on.
+position after its earlier occurrence and copies that token. :func:`head_roles` scores every head for the two roles
+from its attention patterns. A model trained freely may solve the task without clean role patterns, so the benchmark
+(``benchmarks/cdt/circuits.py``) plants the circuit instead: only chosen heads are trainable, and the role scores
+are reported as a diagnostic.
 
 Example:
     >>> data = induction_data(4, length=21, vocab=50, seed=0)
