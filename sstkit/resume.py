@@ -1,10 +1,12 @@
-"""Random-number state in checkpoints, so ``--ckpt_path`` resumes a run exactly (dropout masks included).
+"""What Lightning's checkpoints leave out, so that ``--ckpt_path`` resumes a run exactly.
 
-Lightning saves model, optimizer, scheduler, loop and loader state, but not the global RNGs; without them a
-resumed run draws other dropout masks than the uninterrupted one.
+- :class:`RngState`: the global RNGs; without them a resumed run draws other dropout masks.
+- :class:`PendingValidation`: whether the checkpoint was written between a training step and that step's
+  validation (``ModelCheckpoint(every_n_train_steps=…)`` saves in ``on_train_batch_end``, before validation);
+  Lightning's loop then skips that validation on resume, and this callback runs it instead.
 
 Example:
-    >>> trainer = Trainer(callbacks=[RngState()])
+    >>> trainer = Trainer(callbacks=[RngState(), PendingValidation()])
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 
 
 class RngState(L.Callback):
@@ -52,3 +55,72 @@ class RngState(L.Callback):
 def _numpy_state() -> list:
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
+
+
+class PendingValidation(L.Callback):
+    """Runs, on resume, a validation that was due at the checkpoint's step but had not run when it was written.
+
+    Lightning restores such a checkpoint as "restarted on train batch end" and fast-forwards the validation
+    loop's counters past that step, so the validation is lost. At save time this callback records whether the
+    step's validation is still to come; on resume it turns Lightning's fast-forward into a real validation run,
+    logged at the same step as in an uninterrupted run.
+    """
+
+    def __init__(self) -> None:
+        self._trainer: L.Trainer | None = None
+        self._validated_step = -1
+        self._pending = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated_step = trainer.global_step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"validation_pending": self._validation_pending()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = bool(state_dict.get("validation_pending", False))
+
+    def _validation_pending(self) -> bool:
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING or trainer.state.stage != RunningStage.TRAINING:
+            return False
+        loop = trainer.fit_loop.epoch_loop
+        fetcher = trainer.fit_loop._data_fetcher
+        # Inside a training step (on_train_batch_end): Lightning validates next if this holds for the batch.
+        return (fetcher is not None and self._validated_step != trainer.global_step
+                and loop.batch_progress.current.processed > loop.batch_progress.current.completed
+                and loop._should_check_val_fx(fetcher))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pending, self._pending = self._pending, False
+        if not pending:
+            return
+        epoch_loop = trainer.fit_loop.epoch_loop
+        val_loop = epoch_loop.val_loop
+
+        def validate_instead() -> None:
+            # Called by the epoch loop's first advance() in place of skipping; one use only.
+            del val_loop.increment_progress_to_evaluation_end
+            val_loop.restarting = False
+            first_loop_iter = trainer._logger_connector._first_loop_iter
+            # The restored loop has already counted this step's batch for the loggers; an uninterrupted run
+            # logs the validation before counting it.
+            epoch_loop._batches_that_stepped -= 1
+            trainer.validating = True
+            try:
+                val_loop.run()
+            finally:
+                trainer.training = True
+                epoch_loop._batches_that_stepped += 1
+                trainer._logger_connector._first_loop_iter = first_loop_iter
+
+        if epoch_loop.restarting:
+            val_loop.increment_progress_to_evaluation_end = validate_instead  # type: ignore[method-assign]
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        # The first advance() has passed the point where the replacement would be called.
+        trainer.fit_loop.epoch_loop.val_loop.__dict__.pop("increment_progress_to_evaluation_end", None)
