@@ -62,8 +62,8 @@ class PendingValidation(L.Callback):
 
     Lightning restores such a checkpoint as "restarted on train batch end" and fast-forwards the validation
     loop's counters past that step, so the validation is lost. At save time this callback records whether the
-    step's validation is still to come; on resume it turns Lightning's fast-forward into a real validation run,
-    logged at the same step as in an uninterrupted run.
+    step's validation is still to come; on resume it runs that validation before training continues, logged at
+    the same step as in an uninterrupted run (also where the step ended an epoch, which Lightning would skip too).
     """
 
     def __init__(self) -> None:
@@ -99,28 +99,16 @@ class PendingValidation(L.Callback):
         pending, self._pending = self._pending, False
         if not pending:
             return
-        epoch_loop = trainer.fit_loop.epoch_loop
-        val_loop = epoch_loop.val_loop
-
-        def validate_instead() -> None:
-            # Called by the epoch loop's first advance() in place of skipping; one use only.
-            del val_loop.increment_progress_to_evaluation_end
-            val_loop.restarting = False
-            first_loop_iter = trainer._logger_connector._first_loop_iter
-            # The restored loop has already counted this step's batch for the loggers; an uninterrupted run
-            # logs the validation before counting it.
-            epoch_loop._batches_that_stepped -= 1
-            trainer.validating = True
-            try:
-                val_loop.run()
-            finally:
-                trainer.training = True
-                epoch_loop._batches_that_stepped += 1
-                trainer._logger_connector._first_loop_iter = first_loop_iter
-
-        if epoch_loop.restarting:
-            val_loop.increment_progress_to_evaluation_end = validate_instead  # type: ignore[method-assign]
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        # The first advance() has passed the point where the replacement would be called.
-        trainer.fit_loop.epoch_loop.val_loop.__dict__.pop("increment_progress_to_evaluation_end", None)
+        # Here the restored loops have not advanced yet: the loggers' step is the one an uninterrupted run logs this
+        # validation at, and Lightning's own fast-forward, which follows, only moves counters. The restored
+        # validation loop still counts the batches of the validation before the checkpoint; "restarting", it
+        # would add them to this one's and stop early.
+        val_loop = trainer.fit_loop.epoch_loop.val_loop
+        val_loop.restarting = False
+        first_loop_iter = trainer._logger_connector._first_loop_iter
+        trainer.validating = True
+        try:
+            val_loop.run()
+        finally:
+            trainer.training = True
+            trainer._logger_connector._first_loop_iter = first_loop_iter
