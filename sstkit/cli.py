@@ -28,7 +28,7 @@ from sstkit.models.base import SstkitModule
 from sstkit.predictions import PredictionWriter
 from sstkit.progress import progress_callback
 from sstkit.records import RunRecord
-from sstkit.resume import PendingValidation, RngState
+from sstkit.resume import LoaderPosition, PendingValidation, RngState
 from sstkit.runs import RunFolder, find_resume_checkpoint, keep_in_run_folder, make_loggers, name_from_config_paths
 
 SPECIAL_CKPT = {"last", "best", "hpc", "registry"}
@@ -127,7 +127,7 @@ class SstkitCLI(LightningCLI):
         if config.get("logger") in (None, True):
             wandb = cli_config.get("wandb") or {}
             config["logger"] = make_loggers(run, wandb.get("project") or "sstkit", wandb.get("entity"), wandb.get("tags"))
-        extra += [RunRecord(run, config_changes=changes), RngState(), PendingValidation()]
+        extra += [RunRecord(run, config_changes=changes), RngState(), LoaderPosition(), PendingValidation()]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in user_callbacks):
             extra.append(progress_callback())
         if self.subcommand == "predict":

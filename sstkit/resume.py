@@ -1,12 +1,15 @@
 """What Lightning's checkpoints leave out, so that ``--ckpt_path`` resumes a run exactly.
 
 - :class:`RngState`: the global RNGs; without them a resumed run draws other dropout masks.
+- :class:`LoaderPosition`: the training loader's position within the epoch when Lightning loaded the data
+  before restoring the loops (a finite ``max_epochs`` makes ``estimated_stepping_batches`` do so); the resumed
+  run would otherwise start the epoch again from its first batch.
 - :class:`PendingValidation`: whether the checkpoint was written between a training step and that step's
   validation (``ModelCheckpoint(every_n_train_steps=…)`` saves in ``on_train_batch_end``, before validation);
   Lightning's loop then skips that validation on resume, and this callback runs it instead.
 
 Example:
-    >>> trainer = Trainer(callbacks=[RngState(), PendingValidation()])
+    >>> trainer = Trainer(callbacks=[RngState(), LoaderPosition(), PendingValidation()])
 """
 
 from __future__ import annotations
@@ -55,6 +58,21 @@ class RngState(L.Callback):
 def _numpy_state() -> list:
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
+
+
+class LoaderPosition(L.Callback):
+    """Hands the checkpoint's data-loader states to the training loaders, also when Lightning did not.
+
+    Lightning gives them back in ``FitLoop.setup_data``, only if the loops were restored before it ran. When
+    ``configure_optimizers`` asks for ``trainer.estimated_stepping_batches`` with a finite ``max_epochs`` (the
+    default schedules do, and the shipped configs set ``max_epochs``), the data is set up during strategy setup,
+    before the loops are restored, and the states stay unapplied. At ``on_train_start`` the loops are restored
+    and no training batch has been drawn yet, so applying them here puts the loader where the checkpoint was.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A no-op where Lightning applied them (it empties the list) or where nothing was restored.
+        trainer.fit_loop._load_combined_loader_states()
 
 
 class PendingValidation(L.Callback):

@@ -29,7 +29,9 @@ CHECKPOINT = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
 def _config(case: str, data_dir: Path) -> dict:
     # Validation every 3 steps counted over epochs, so families with 1 (graph) or 4 (point) batches per epoch
     # validate mid-run as well; the text and LM families have 12 batches per epoch, so step 6 is mid-epoch.
-    trainer = {"max_steps": MAX_STEPS, "val_check_interval": 3, "check_val_every_n_epoch": None}
+    # A finite max_epochs, as in the shipped configs, makes the schedule's estimated_stepping_batches load the
+    # training data before the checkpoint is restored (the loader position was then never restored).
+    trainer = {"max_steps": MAX_STEPS, "max_epochs": 100, "val_check_interval": 3, "check_val_every_n_epoch": None}
     if case.startswith("family:"):
         config = family_config(case.split(":", 1)[1], data_dir, **trainer)
     else:
