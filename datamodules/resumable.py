@@ -67,7 +67,9 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, int]:
         """Batches of the current epoch already served (Lightning does not prefetch from sized loaders)."""
-        return {"served": self._served}
+        # Restored but not iterated yet (a checkpoint written by a validation run before the first resumed
+        # step): the position is the one still to be skipped to, not the fresh iterator's 0.
+        return {"served": self._skip or self._served}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Arranges for the next epoch iterator to skip the batches an interrupted run had already trained on."""

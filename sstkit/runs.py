@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -56,6 +57,30 @@ class RunFolder:
         except FileExistsError:
             return id_file.read_text().strip()
         return run_id
+
+
+def keep_in_run_folder(checkpoints: list[ModelCheckpoint], run: RunFolder) -> None:
+    """Points checkpoint callbacks without a ``dirpath`` at the run's ``checkpoints/`` folder.
+
+    Lightning would put them under the first logger's version folder (``csv/version_<n>/checkpoints``), a new one
+    per segment, where the next ``--ckpt_path last`` never looks. In the run folder ``last.ckpt`` is overwritten,
+    never versioned (``last-v1.ckpt``), so it is always the newest.
+    """
+    for callback in checkpoints:
+        if callback.dirpath is None:
+            callback.dirpath = os.path.realpath(run.checkpoint_dir)
+        if Path(callback.dirpath).resolve() == run.checkpoint_dir.resolve():
+            callback._enable_version_counter = False
+
+
+def find_resume_checkpoint(checkpoint_dirs: list[Path], run_path: Path) -> Path | None:
+    """The newest resumable checkpoint of a run: ``last*.ckpt`` in its checkpoint folders or an HPC requeue checkpoint.
+
+    This is what ``--ckpt_path last`` and ``--resume_or_start`` resume from; None when the run has none.
+    """
+    found = [p for d in checkpoint_dirs if d.is_dir() for p in d.glob("last*.ckpt")]
+    found += list(run_path.glob("hpc_ckpt_*.ckpt")) if run_path.is_dir() else []
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def name_from_config_paths(paths: list[Any]) -> str | None:

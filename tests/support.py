@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,27 @@ class StepTrace(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "steps.json").write_text(json.dumps(self.rows))
+
+
+class KillAt(L.Callback):
+    """Ends its own process with SIGKILL, like ``kill -9`` or the OOM killer, when ``global_step == step``.
+
+    ``where`` is the hook: ``validation`` (at the first validation batch of that step, i.e. after the step's
+    checkpoint and before its validation has finished) or ``train`` (at the next training batch, after the step's
+    validation). Nothing gets a chance to clean up: no teardown, no exception hooks, no logger flush.
+    """
+
+    def __init__(self, step: int, where: str = "validation") -> None:
+        if where not in ("validation", "train"):
+            raise ValueError(f"where must be validation or train, got {where!r}")
+        self.step, self.where = step, where
+
+    def _kill_if(self, trainer: L.Trainer, where: str) -> None:
+        if where == self.where and trainer.global_step == self.step and not trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._kill_if(trainer, "validation")
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._kill_if(trainer, "train")

@@ -11,12 +11,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from jsonargparse import ActionYesNo
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -26,12 +26,13 @@ import sstkit
 from sstkit.cli import COMMANDS, DESCRIPTION
 from sstkit.config_errors import SstkitArgumentParser
 from sstkit.errors import SstkitError
+from sstkit.identity import config_changes, describe_changes, resolved_config
 from sstkit.models.base import SstkitModule
 from sstkit.predictions import PredictionWriter
 from sstkit.progress import progress_callback
 from sstkit.records import RunRecord
-from sstkit.resume import RngState
-from sstkit.runs import RunFolder, make_loggers, name_from_config_paths
+from sstkit.resume import LoaderPosition, PendingValidation, RngState
+from sstkit.runs import RunFolder, find_resume_checkpoint, keep_in_run_folder, make_loggers, name_from_config_paths
 
 # LightningCLI resolves a short class_path among the subclasses loaded so far.
 sstkit.register_classes()
@@ -43,14 +44,7 @@ class SstkitSaveConfig(SaveConfigCallback):
     """Writes ``config.yaml`` into the run folder, sends the *full* config to W&B and into ``summary.json``."""
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        config = self.parser.dump(self.config, skip_none=False, format="json")
-        as_dict = json.loads(config)
-        as_dict.pop("config", None)
-        # Values linked at instantiation (num_labels, vocab_size) are not in the parsed config: take the
-        # model's own record of its arguments so the saved config is the one that was actually built.
-        model_args = as_dict.get("model", {}).get("init_args")
-        if isinstance(model_args, dict):
-            model_args.update(json.loads(json.dumps(dict(pl_module.hparams), default=str)))
+        as_dict = resolved_config(self.parser, self.config, dict(pl_module.hparams))
         for callback in trainer.callbacks:
             if isinstance(callback, RunRecord):
                 callback.set_config(as_dict)
@@ -103,6 +97,10 @@ class SstkitCLI(LightningCLI):
                             help="Experiment name; with the seed it pins the run folder (default: from the config path).")
         parser.add_argument("--run_root", type=str, default=os.environ.get("SSTKIT_RUNS", "runs"),
                             help="Folder that holds run folders <run_root>/<name>/seed<seed>/ (env SSTKIT_RUNS).")
+        parser.add_argument("--resume_or_start", action=ActionYesNo, default=False,
+                            help="Resume from the run's last checkpoint if it has one, else start (SLURM requeue scripts).")
+        parser.add_argument("--allow_config_change", action=ActionYesNo, default=False,
+                            help="Continue a run folder whose record holds another model/data/optimizer/method config.")
         parser.add_argument("--wandb.project", type=str, default="sstkit", help="W&B project.")
         parser.add_argument("--wandb.entity", type=str | None, default=None, help="W&B entity (team or user).")
         parser.add_argument("--wandb.tags", type=list[str] | None, default=None, help="W&B tags.")
@@ -132,15 +130,20 @@ class SstkitCLI(LightningCLI):
         config.setdefault("default_root_dir", str(run.path))
         if config.get("default_root_dir") in (None, os.getcwd()):
             config["default_root_dir"] = str(run.path)
+        user_callbacks = list(config.get("callbacks") or []) + list(callbacks)
+        checkpoints = [cb for cb in user_callbacks if isinstance(cb, ModelCheckpoint)]
+        extra: list[Any] = []
+        if config.get("enable_checkpointing") is not False and not checkpoints:
+            checkpoints = [ModelCheckpoint(dirpath=str(run.checkpoint_dir), save_last=True)]
+            extra += checkpoints
+        keep_in_run_folder(checkpoints, run)
+        # Both checks come before the loggers, which create the run folder and the W&B run.
+        self._resolve_resume(cli_config, checkpoints, run)
+        changes = self._check_same_experiment(cli_config, run)
         if config.get("logger") in (None, True):
             wandb = cli_config.get("wandb") or {}
             config["logger"] = make_loggers(run, wandb.get("project") or "sstkit", wandb.get("entity"), wandb.get("tags"))
-        user_callbacks = list(config.get("callbacks") or []) + list(callbacks)
-        extra: list[Any] = [RunRecord(run), RngState()]
-        if config.get("enable_checkpointing") is not False and not any(
-            isinstance(cb, ModelCheckpoint) for cb in user_callbacks
-        ):
-            extra.append(ModelCheckpoint(dirpath=str(run.checkpoint_dir), save_last=True))
+        extra += [RunRecord(run, config_changes=changes), RngState(), LoaderPosition(), PendingValidation()]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in user_callbacks):
             extra.append(progress_callback())
         if self.subcommand == "predict":
@@ -159,6 +162,40 @@ class SstkitCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         finally:
             close_wandb_runs(self.trainer)
+
+    def _resolve_resume(self, cli_config: Any, checkpoints: list[ModelCheckpoint], run: RunFolder) -> None:
+        """Turns ``--ckpt_path last`` / ``--resume_or_start`` into the run's newest checkpoint, or fails clearly.
+
+        Lightning itself would warn and train from step 0 when ``last`` finds nothing.
+        """
+        ckpt_path, resume_or_start = cli_config.get("ckpt_path"), bool(cli_config.get("resume_or_start"))
+        if ckpt_path != "last" and not resume_or_start:
+            return
+        if resume_or_start and ckpt_path is not None:
+            raise SstkitError(f"--resume_or_start and --ckpt_path {ckpt_path}: give one of them")
+        found = find_resume_checkpoint([Path(str(cb.dirpath)) for cb in checkpoints if cb.dirpath], run.path)
+        if found is None and not resume_or_start:
+            where = ", ".join(sorted({str(cb.dirpath) for cb in checkpoints if cb.dirpath})) or str(run.checkpoint_dir)
+            raise SstkitError(
+                f"--ckpt_path last: run '{run.name}' (seed {run.seed}) has no checkpoint to resume in {where}; "
+                "start without --ckpt_path, or use --resume_or_start to resume when one exists and start otherwise"
+            )
+        init = self.config_init.get(str(self.subcommand), self.config_init)
+        init["ckpt_path"] = str(found) if found is not None else None
+
+    def _check_same_experiment(self, cli_config: Any, run: RunFolder) -> dict[str, Any]:
+        """Refuses a config that differs from the one the run folder's record was made with (unless allowed)."""
+        stored = RunRecord.stored_config(run)
+        if not stored:
+            return {}
+        hparams = dict(self.model.hparams) if self.model is not None else None
+        changes = config_changes(stored, resolved_config(self._parser(self.subcommand), cli_config, hparams))
+        if changes and not cli_config.get("allow_config_change"):
+            raise SstkitError(
+                f"run folder {run.path} holds another experiment ({describe_changes(changes)}); "
+                "use --name or --run_root for a new run, or --allow_config_change to continue this one"
+            )
+        return changes
 
     @staticmethod
     def _check_ckpt_path(ckpt_path: str | None) -> None:

@@ -63,3 +63,15 @@ class RiemannianAdamW(RiemannianAdam):
             for group, decay in zip(self.param_groups, decays, strict=True):
                 group["weight_decay"] = decay
         return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads a state, keeping each parameter's step the plain integer geoopt counts with.
+
+        geoopt's optimizer is a ``torch.optim.Adam``, whose loading turns integer steps into float32 tensors; the
+        bias corrections ``1 - beta ** step`` are then computed in float32 instead of Python floats, and a
+        resumed run drifts from the uninterrupted one in the last bits, from the first step after the resume.
+        """
+        super().load_state_dict(state_dict)
+        for state in self.state.values():
+            if torch.is_tensor(state.get("step")):
+                state["step"] = int(state["step"].item())
