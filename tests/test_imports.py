@@ -61,8 +61,9 @@ def test_functional_cores_import_without_lightning_or_model_code() -> None:
 def test_short_names_stay_available_lazily() -> None:
     seen = fresh_import(["sstkit"])
     assert seen["sstkit"] == [], "import sstkit must not load Lightning or the model families"
-    import sstkit
     import sstkit.datamodules
+
+    import sstkit
     import sstkit.models
 
     assert set(sstkit._LAZY_NAMES) == set(sstkit.models.__all__) | set(sstkit.datamodules.__all__)

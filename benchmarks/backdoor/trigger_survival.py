@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sstkit.datamodules import AGNewsDataModule, PoisonedTextDataModule, SST2DataModule
 from sstkit.datamodules.attacks import ADDSENT_SENTENCE, BADNETS_TRIGGERS
+
 from sstkit.loaders import load_tokenizer
 
 HERE = Path(__file__).resolve().parent
