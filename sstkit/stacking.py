@@ -32,6 +32,7 @@ METHODS: dict[str, str] = {
     "sst": "SparseSpectralTraining", "lora": "LoRA", "relora": "ReLoRA", "adamr": "AdamR",
     "qbert": "HessianQuantization", "cul": "CleanUnlearning", "asr": "AttackSuccessRate",
     "freelb": "FreeLB", "smart": "SMART", "selfcal": "SelfCalibration", "transductive": "TransductiveFineTuning",
+    "rtd": "ReplacedTokenDetection",
 }
 
 _SURGERY = ("both replace the same nn.Linear layers ({what}), so one would wrap the other's wrapper or match "
@@ -40,6 +41,12 @@ _QAT = ("Q-BERT's group-wise quantisers and Hessian bit assignment act on plain 
         "replaces by its own layers: the trained weight ({what}) would not be the matrix the quantiser sees")
 _CUL_LOSS = ("CleanUnlearning exposes a backdoor by gradient ascent on the plain clean loss (Expose Before You "
              "Defend); {other} changes that loss ({what}), so the ascent would no longer be that exposure")
+_RTD_LOSS = ("ReplacedTokenDetection replaces the training loss by the pretraining objective L_MLM + λ·L_RTD + "
+             "μ·L_SimCSE on unlabelled text, so {other}'s change to the classification loss would be dropped; "
+             "pretrain first, then fine-tune from export_dir with {other}")
+_RTD_SURGERY = ("{other} wraps nn.Linear layers by name across the whole model, which after ReplacedTokenDetection's "
+                "setup includes its generator and detection head (and before it leaves them plain), so the meaning "
+                "would depend on the callbacks' order; pretrain with RTD, then fine-tune from export_dir with {other}")
 _CUL = ("CleanUnlearning exposes a backdoor by full-parameter gradient ascent from init_from's plain weights "
         "(Expose Before You Defend); {other} {what}, which is not that exposure and cannot load init_from")
 
@@ -82,6 +89,9 @@ REFUSED: dict[frozenset[str], str] = {
     frozenset({"freelb", "smart"}): "FreeLB and SMART both perturb the word embeddings through the same hook: "
                                     "inside each FreeLB pass SMART's noise would replace FreeLB's δ rather than "
                                     "add to it, so neither would be the published method; use one of them",
+    **{frozenset({"rtd", m}): _RTD_LOSS.format(other=METHODS[m]) for m in ("freelb", "smart", "selfcal",
+                                                                          "transductive", "cul")},
+    **{frozenset({"rtd", m}): _RTD_SURGERY.format(other=METHODS[m]) for m in ("sst", "lora", "relora", "qbert")},
 }
 
 _MODEL_ATTR = "_sstkit_methods"  # on the model: the methods set up on it, in order

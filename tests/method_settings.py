@@ -43,3 +43,4 @@ METHOD_SETTINGS["SMART"] = MethodSetting(init_args={"weight": 1.0, "epsilon": 1e
 METHOD_SETTINGS["SelfCalibration"] = MethodSetting(init_args={"alpha_max": 0.5, "ramp_steps": 2, "ema_decay": 0.9})
 # Pseudo-labels every test input (threshold 0) at step 1, before the resume test's checkpoint at step 3.
 METHOD_SETTINGS["TransductiveFineTuning"] = MethodSetting(init_args={"threshold": 0.0, "start_step": 1})
+METHOD_SETTINGS["ReplacedTokenDetection"] = MethodSetting(init_args={"rtd_weight": 50.0, "simcse_weight": 1.0, "generator_scale": 0.5})

@@ -23,6 +23,7 @@ from sstkit.callbacks import (
     LoRA,
     ReLoRA,
     SelfCalibration,
+    ReplacedTokenDetection,
     SparseSpectralTraining,
     TransductiveFineTuning,
 )
@@ -45,6 +46,7 @@ CALLBACKS = {
     "smart": lambda: SMART(epsilon=1e-2, bregman_weight=0.5),
     "selfcal": lambda: SelfCalibration(ramp_steps=1),
     "transductive": lambda: TransductiveFineTuning(),
+    "rtd": lambda: ReplacedTokenDetection(),
 }
 # Loss-side methods (issue 20): they change only the training loss, so they compose with every parameterisation,
 # optimizer and measurement that is not itself defined by the plain loss (CUL), and with each other but FreeLB+SMART.
@@ -56,7 +58,8 @@ COMPOSES = {
     frozenset({"cul", "adamr"}): "test_cul_with_adamr_is_ascent_anchored_at_the_backdoored_weights",
     **{frozenset({"asr", m}): "test_asr_measures_the_stacked_model" for m in METHODS if m != "asr"},
     **{frozenset({t, m}): "test_loss_tricks_compose" for t in TRICKS for m in METHODS
-       if m not in ("asr", "cul", t) and frozenset({t, m}) != frozenset({"freelb", "smart"})},
+       if m not in ("asr", "cul", "rtd", t) and frozenset({t, m}) != frozenset({"freelb", "smart"})},
+    frozenset({"rtd", "adamr"}): "test_loss_tricks_compose",
 }
 
 
@@ -257,6 +260,6 @@ def test_loss_tricks_compose(first: str, second: str) -> None:
         loss.backward()
         optimizer.step()
     assert any(not torch.equal(p.detach(), q) for p, q in zip(params, before))
-    tricks = {"freelb": model._loss_wrapper is not None, "smart": "smart" in model.extra_loss_names,
+    tricks = {"freelb": model._loss_wrapper is not None, "rtd": hasattr(model, "rtd_generator"), "smart": "smart" in model.extra_loss_names,
               "selfcal": "selfcal" in model.extra_loss_names, "transductive": "transductive" in model.extra_loss_names}
     assert all(tricks[m] for m in (first, second) if m in tricks)

@@ -6,6 +6,7 @@ transductive runs that never read the evaluation labels.
 
 from __future__ import annotations
 
+import math
 import types
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import torch.nn.functional as F
 from conftest import TINY_BERT, tiny_config
 from support import run_cli, summary
 
-from sstkit.callbacks import SMART, FreeLB, SelfCalibration, TransductiveFineTuning
+from sstkit.callbacks import SMART, FreeLB, ReplacedTokenDetection, SelfCalibration, TransductiveFineTuning
 from sstkit.errors import SstkitError
 from sstkit.functional.ema import EmaWeights
 from sstkit.functional.embedding_noise import EmbeddingPerturbation, per_example_norm, project_to_ball
 from sstkit.functional.freelb import freelb_loss
+from sstkit.functional.rtd_simcse import mask_for_mlm, rtd_labels, simcse_loss
 from sstkit.functional.self_calibration import calibration_alpha, self_calibration_term, soft_cross_entropy
 from sstkit.functional.smart import symmetric_kl
 from sstkit.functional.transductive import UnlabelledInputs, pseudo_label
@@ -244,3 +246,54 @@ def test_transductive_callback_reads_inputs_only_and_marks_the_run(write_config,
     assert len(callback.labelled) == 21  # every test input pseudo-labelled at step 1
     metrics = summary(tmp_path, "td")["metrics"]
     assert metrics["method/transductive/transductive"] == 1.0 and metrics["method/transductive/pseudo_labels"] == 21
+
+
+# --- RTD + SimCSE continued pretraining -------------------------------------------------------------------------
+def test_rtd_labels_are_exact_and_masking_spares_special_and_padding() -> None:
+    original = torch.tensor([[101, 7, 8, 9, 102, 0]])
+    corrupted = torch.tensor([[101, 7, 5, 9, 102, 0]])  # position 1 "replaced" by itself, position 2 by 5
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]])
+    assert rtd_labels(original, corrupted, mask).tolist() == [[0.0, 0.0, 1.0, 0.0, 0.0, 0.0]]
+    ids = torch.randint(1000, 2000, (64, 12))
+    ids[:, 0], ids[:, -1] = 101, 102
+    attn = torch.ones_like(ids)
+    attn[:, 9:] = 0
+    masked, chosen = mask_for_mlm(ids, attn, [0, 101, 102, 103], mask_token_id=103, prob=0.5)
+    assert not chosen[:, 0].any() and not chosen[:, -1].any() and not chosen[:, 9:].any()
+    assert 0.3 < float(chosen[:, 1:9].float().mean()) < 0.7
+    assert torch.equal(masked[chosen], torch.full((int(chosen.sum()),), 103)) and torch.equal(masked[~chosen], ids[~chosen])
+
+
+def test_simcse_on_identical_views_without_dropout_has_its_closed_form() -> None:
+    model = dropout_model().eval()  # dropout off: both views are the same embedding
+    b = batch()
+    with torch.no_grad():
+        z1, z2 = model.encode(b["input_ids"], b["attention_mask"]), model.encode(b["input_ids"], b["attention_mask"])
+    assert torch.equal(z1, z2)
+    tau, n = 0.05, len(z1)
+    cos = [[float(F.cosine_similarity(z1[i], z1[j], dim=0)) for j in range(n)] for i in range(n)]
+    closed = sum(math.log(sum(math.exp((cos[i][j] - cos[i][i]) / tau) for j in range(n))) for i in range(n)) / n
+    assert float(simcse_loss(z1, z2, tau)) == pytest.approx(closed, rel=1e-4)
+
+
+def test_rtd_pretraining_trains_encoder_and_generator_and_exports(tmp_path: Path) -> None:
+    model = dropout_model()
+    cb = ReplacedTokenDetection(generator_scale=0.5, export_dir=str(tmp_path / "adapted"))
+    cb.setup(None, model, "fit")
+    generator = model.rtd_generator
+    cb.setup(None, model, "validate")
+    assert model.rtd_generator is generator  # surgery once
+    b = batch()
+    b["labels"] = torch.tensor([7, 7, 7, 7])  # labels are never used: an out-of-range class would fail CE
+    model.zero_grad()
+    torch.manual_seed(0)
+    loss = model.training_step(b, 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert model.rtd_generator.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert model.encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert model.head[1].weight.grad is None  # the classification head is not part of the objective
+    cb.on_train_end(types.SimpleNamespace(is_global_zero=True), model)
+    adapted = TextClassifier(str(tmp_path / "adapted"), pretrained=True)
+    for key, value in model.encoder.state_dict().items():
+        torch.testing.assert_close(adapted.encoder.state_dict()[key], value, msg=key)
