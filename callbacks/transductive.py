@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from sstkit.errors import SstkitError
+from sstkit.functional.embedding_noise import unperturbed
 from sstkit.functional.transductive import PseudoLabels, UnlabelledInputs, pseudo_batch, pseudo_label
 from sstkit.models.base import StepOutput
 from sstkit.stacking import method_setup
@@ -106,7 +107,8 @@ class TransductiveFineTuning(L.Callback):
         pseudo = pseudo_batch(self.inputs, self.labelled, size, self.generator, self._pad)
         pseudo = {k: v.to(out.loss.device) for k, v in pseudo.items()}
         weight = self.weight if self.weight is not None else len(self.labelled) / self._train_size
-        return weight * pl_module.step(pseudo, "train").loss
+        with unperturbed(pl_module):  # under FreeLB, δ belongs to the labelled batch (and has its shape)
+            return weight * pl_module.step(pseudo, "train").loss
 
     def state_dict(self) -> dict[str, Any]:
         labelled = None if self.labelled is None else vars(self.labelled)

@@ -19,7 +19,7 @@ from support import run_cli, summary
 from sstkit.callbacks import SMART, FreeLB, ReplacedTokenDetection, SelfCalibration, TransductiveFineTuning
 from sstkit.errors import SstkitError
 from sstkit.functional.ema import EmaWeights
-from sstkit.functional.embedding_noise import EmbeddingPerturbation, per_example_norm, project_to_ball
+from sstkit.functional.embedding_noise import EmbeddingPerturbation, per_example_norm, project_to_ball, unperturbed
 from sstkit.functional.freelb import freelb_loss
 from sstkit.functional.rtd_simcse import mask_for_mlm, rtd_labels, simcse_loss
 from sstkit.functional.self_calibration import calibration_alpha, self_calibration_term, soft_cross_entropy
@@ -297,3 +297,21 @@ def test_rtd_pretraining_trains_encoder_and_generator_and_exports(tmp_path: Path
     adapted = TextClassifier(str(tmp_path / "adapted"), pretrained=True)
     for key, value in model.encoder.state_dict().items():
         torch.testing.assert_close(adapted.encoder.state_dict()[key], value, msg=key)
+
+
+def test_freelb_perturbs_only_the_trained_batch_of_stacked_methods() -> None:
+    """Under FreeLB, the transductive pseudo batch (another shape) and the EMA teacher see clean embeddings."""
+    model = dropout_model()
+    td, cal = TransductiveFineTuning(threshold=0.0), SelfCalibration(alpha_max=0.5, ramp_steps=0)
+    FreeLB(steps=2, init_mag=0.5).setup(None, model, "fit")
+    td.setup(None, model, "fit")
+    cal.setup(None, model, "fit")
+    td.inputs, td._pad, td._train_size = UnlabelledInputs.of(_split()), 0, 96
+    td.labelled = pseudo_label(lambda b: model(b["input_ids"], b["attention_mask"]), td.inputs, 0.0)
+    seen = []
+    model.encoder.embeddings.LayerNorm.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    loss = model.training_step(batch(), 0)
+    loss.backward()
+    assert torch.isfinite(loss) and len(seen) == 2 * 3  # per pass: the batch, the EMA teacher, the pseudo batch
+    with EmbeddingPerturbation.attach(model).adding(torch.ones(4, 7, 32)), unperturbed(model):
+        assert EmbeddingPerturbation.attach(model).delta is None

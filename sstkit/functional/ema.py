@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sstkit.functional.embedding_noise import unperturbed
+
 
 class EmaWeights:
     """The EMA θ̃ of ``model``'s trainable parameters (empty until the first :meth:`update`)."""
@@ -48,7 +50,8 @@ class EmaWeights:
 
     @contextmanager
     def swapped(self, model: nn.Module) -> Iterator[None]:
-        """Inside the block ``model`` predicts with θ̃, in eval mode and without gradients; θ is restored after."""
+        """Inside the block ``model`` predicts with θ̃, in eval mode, without gradients and without embedding
+        perturbations; θ is restored after."""
         if not self.shadow:
             self.update(model)
         params = dict(model.named_parameters())
@@ -62,7 +65,8 @@ class EmaWeights:
                         # A pointer swap, not a copy: the student's autograd graph keeps its own storage.
                         params[name].data = value.to(device=saved[name].device, dtype=saved[name].dtype)
                 model.eval()
-                yield
+                with unperturbed(model):  # the teacher predicts the clean input, also under FreeLB
+                    yield
         finally:
             for name, data in saved.items():
                 params[name].data = data

@@ -76,13 +76,31 @@ class EmbeddingPerturbation:
         return output + self.delta.to(output.dtype)
 
     @contextmanager
-    def adding(self, delta: Tensor) -> Iterator[None]:
-        """Every forward pass inside the block sees word embeddings + ``delta``."""
+    def adding(self, delta: Tensor | None) -> Iterator[None]:
+        """Every forward pass inside the block sees word embeddings + ``delta`` (None: the clean embeddings)."""
         previous, self.delta = self.delta, delta
         try:
             yield
         finally:
             self.delta = previous
+
+
+@contextmanager
+def unperturbed(model: nn.Module) -> Iterator[None]:
+    """Forward passes inside the block see clean word embeddings, even inside a FreeLB pass.
+
+    Teachers (EMA predictions) and other batches (pseudo-labelled inputs, of another shape) use it, so a method
+    stacked under FreeLB perturbs only the batch being trained.
+    """
+    try:
+        existing = getattr(find_word_embeddings(model), _ATTR, None)
+    except SstkitError:
+        existing = None
+    if existing is None:
+        yield
+        return
+    with existing.adding(None):
+        yield
 
 
 def token_mask(attention_mask: Tensor) -> Tensor:
