@@ -36,12 +36,10 @@ def sstkit(*args: str) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
-def record_of(runs: Path, arm: str, seed: int) -> dict:
-    path = runs / f"vega_{arm}_{ARMS_SIZE}" / f"seed{seed}" / "summary.json"
+def record_of(runs: Path, arm: str, seed: int, train_samples: int) -> dict:
+    """The summary.json of one arm's run (empty if it has not run)."""
+    path = runs / f"vega_{arm}_{train_samples}" / f"seed{seed}" / "summary.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-ARMS_SIZE = 0  # set in main(): the training-set size is part of the run names
 
 
 def run_arm(runs: Path, arm: str, seed: int, train_samples: int, limit_test: int | None) -> None:
@@ -64,21 +62,21 @@ def seconds_per_step(record: dict) -> float:
     return float(record["train_time_s"]) / max(1, int(record["global_step"]))
 
 
-def write_table_records(runs: Path, seeds: list[int], train_samples: int) -> None:
+def write_table_records(runs: Path, seeds: list[int], train_samples: int, limit_test: int | None) -> None:
     """One record per (arm, seed): test accuracy and the step-time ratio to the same seed's baseline."""
     for seed in seeds:
-        base = record_of(runs, "baseline", seed)
+        base = record_of(runs, "baseline", seed, train_samples)
         if "train_time_s" not in base:
             continue
         for arm in ARMS:
-            rec = record_of(runs, arm, seed)
+            rec = record_of(runs, arm, seed, train_samples)
             if "test/acc" not in rec.get("metrics", {}) or "train_time_s" not in rec:
                 continue
             out = runs / "table" / f"{arm}_{train_samples}" / f"seed{seed}"
             out.mkdir(parents=True, exist_ok=True)
             summary = {"name": f"vega_{arm}", "seed": seed, "status": "finished",
                        "config": {"seed_everything": seed, "arm": arm, "train_samples": train_samples,
-                                  "transductive": arm == "transductive"},
+                                  "test_sentences": limit_test or 872, "transductive": arm == "transductive"},
                        "metrics": {"test/acc": rec["metrics"]["test/acc"], "test/f1": rec["metrics"]["test/f1"],
                                    "step_time_ratio": seconds_per_step(rec) / seconds_per_step(base),
                                    "train_steps": rec["global_step"]}}
@@ -86,7 +84,6 @@ def write_table_records(runs: Path, seeds: list[int], train_samples: int) -> Non
 
 
 def main() -> None:
-    global ARMS_SIZE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=HERE / "runs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -94,11 +91,10 @@ def main() -> None:
     parser.add_argument("--limit-test", type=int, default=None, help="test on the first N test sentences only")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     args = parser.parse_args()
-    ARMS_SIZE = args.train_samples
     for seed in args.seeds:
         for arm in ["baseline", *[a for a in args.arms if a != "baseline"]]:
             run_arm(args.runs, arm, seed, args.train_samples, args.limit_test)
-    write_table_records(args.runs, args.seeds, args.train_samples)
+    write_table_records(args.runs, args.seeds, args.train_samples, args.limit_test)
     sstkit("table", str(HERE / "spec.yaml"))
 
 
