@@ -66,6 +66,9 @@ class ReplacedTokenDetection(L.Callback):
         export_dir: folder to write the adapted encoder and its tokenizer to at the end of training (None: no export).
     """
 
+    # The classification head takes no part in the pretraining objective: DDP must expect unused parameters.
+    ddp_find_unused_parameters = True
+
     def __init__(self, rtd_weight: float = 50.0, simcse_weight: float = 1.0, temperature: float = 0.05,
                  mask_prob: float = 0.15, generator_scale: float = 0.25, export_dir: str | None = None) -> None:
         for name, value in (("rtd_weight", rtd_weight), ("simcse_weight", simcse_weight)):
