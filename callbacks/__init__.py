@@ -2,9 +2,15 @@
 
 from .attack_success import AttackSuccessRate
 from .clean_unlearning import CleanUnlearning
+from .freelb import FreeLB
 from .hessian_quant import HessianQuantization
 from .lora import LoRA
 from .relora import ReLoRA
+from .rtd_pretraining import ReplacedTokenDetection
+from .self_calibration import SelfCalibration
+from .smart import SMART
 from .sst import SparseSpectralTraining
+from .transductive import TransductiveFineTuning
 
-__all__ = ["AttackSuccessRate", "CleanUnlearning", "HessianQuantization", "LoRA", "ReLoRA", "SparseSpectralTraining"]
+__all__ = ["AttackSuccessRate", "CleanUnlearning", "HessianQuantization", "LoRA", "ReLoRA", "SparseSpectralTraining",
+           "FreeLB", "SMART", "SelfCalibration", "TransductiveFineTuning", "ReplacedTokenDetection"]

@@ -31,12 +31,22 @@ from sstkit.errors import SstkitError
 METHODS: dict[str, str] = {
     "sst": "SparseSpectralTraining", "lora": "LoRA", "relora": "ReLoRA", "adamr": "AdamR",
     "qbert": "HessianQuantization", "cul": "CleanUnlearning", "asr": "AttackSuccessRate",
+    "freelb": "FreeLB", "smart": "SMART", "selfcal": "SelfCalibration", "transductive": "TransductiveFineTuning",
+    "rtd": "ReplacedTokenDetection",
 }
 
 _SURGERY = ("both replace the same nn.Linear layers ({what}), so one would wrap the other's wrapper or match "
             "nothing; use one of them per model")
 _QAT = ("Q-BERT's group-wise quantisers and Hessian bit assignment act on plain nn.Linear weights, which {other} "
         "replaces by its own layers: the trained weight ({what}) would not be the matrix the quantiser sees")
+_CUL_LOSS = ("CleanUnlearning exposes a backdoor by gradient ascent on the plain clean loss (Expose Before You "
+             "Defend); {other} changes that loss ({what}), so the ascent would no longer be that exposure")
+_RTD_LOSS = ("ReplacedTokenDetection replaces the training loss by the pretraining objective L_MLM + λ·L_RTD + "
+             "μ·L_SimCSE on unlabelled text, so {other}'s change to the classification loss would be dropped; "
+             "pretrain first, then fine-tune from export_dir with {other}")
+_RTD_SURGERY = ("{other} wraps nn.Linear layers by name across the whole model, which after ReplacedTokenDetection's "
+                "setup includes its generator and detection head (and before it leaves them plain), so the meaning "
+                "would depend on the callbacks' order; pretrain with RTD, then fine-tune from export_dir with {other}")
 _CUL = ("CleanUnlearning exposes a backdoor by full-parameter gradient ascent from init_from's plain weights "
         "(Expose Before You Defend); {other} {what}, which is not that exposure and cannot load init_from")
 
@@ -68,6 +78,20 @@ REFUSED: dict[frozenset[str], str] = {
                                  "forward pass is the quantised model, a different one; and at the low widths "
                                  "Q-BERT assigns, ascent steps of about lr = 1e-5 per weight are far below one "
                                  "quantisation step, so the quantised predictions would barely move",
+    frozenset({"cul", "freelb"}): _CUL_LOSS.format(other="FreeLB", what="K passes on adversarially perturbed "
+                                                   "embeddings"),
+    frozenset({"cul", "smart"}): _CUL_LOSS.format(other="SMART", what="adds a smoothness term, which ascent would "
+                                                  "maximise"),
+    frozenset({"cul", "selfcal"}): _CUL_LOSS.format(other="SelfCalibration", what="soft targets from an EMA "
+                                                    "teacher"),
+    frozenset({"cul", "transductive"}): _CUL_LOSS.format(other="TransductiveFineTuning", what="adds the loss of "
+                                                         "pseudo-labelled evaluation inputs"),
+    frozenset({"freelb", "smart"}): "FreeLB and SMART both perturb the word embeddings through the same hook: "
+                                    "inside each FreeLB pass SMART's noise would replace FreeLB's δ rather than "
+                                    "add to it, so neither would be the published method; use one of them",
+    **{frozenset({"rtd", m}): _RTD_LOSS.format(other=METHODS[m]) for m in ("freelb", "smart", "selfcal",
+                                                                          "transductive", "cul")},
+    **{frozenset({"rtd", m}): _RTD_SURGERY.format(other=METHODS[m]) for m in ("sst", "lora", "relora", "qbert")},
 }
 
 _MODEL_ATTR = "_sstkit_methods"  # on the model: the methods set up on it, in order

@@ -38,3 +38,10 @@ METHOD_SETTINGS["AdamR"] = MethodSetting(kind="optimizer", config={"optimizer": 
 METHOD_SETTINGS["CleanUnlearning"] = MethodSetting(init_args={"min_steps": 100, "check_every": 2, "eval_batches": 2})
 # BadNets-poisoned SST-2 with triggered val/test sets, validated every 2 steps: val/asr is logged in every run.
 METHOD_SETTINGS["AttackSuccessRate"] = MethodSetting(family="poisoned_text", logs=("val/asr",))
+METHOD_SETTINGS["FreeLB"] = MethodSetting(init_args={"steps": 2, "adv_lr": 0.1, "init_mag": 0.1, "max_norm": 1.0})
+# ε = 1e-2 so that the tiny random model's perturbation is not lost below fp32 resolution.
+METHOD_SETTINGS["SMART"] = MethodSetting(init_args={"weight": 1.0, "epsilon": 1e-2, "bregman_weight": 0.5})
+METHOD_SETTINGS["SelfCalibration"] = MethodSetting(init_args={"alpha_max": 0.5, "ramp_steps": 2, "ema_decay": 0.9})
+# Pseudo-labels every test input (threshold 0) at step 1, before the resume test's checkpoint at step 3.
+METHOD_SETTINGS["TransductiveFineTuning"] = MethodSetting(init_args={"threshold": 0.0, "start_step": 1})
+METHOD_SETTINGS["ReplacedTokenDetection"] = MethodSetting(init_args={"rtd_weight": 50.0, "simcse_weight": 1.0, "generator_scale": 0.5})

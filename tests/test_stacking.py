@@ -15,12 +15,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sstkit.callbacks import (
+    SMART,
     AttackSuccessRate,
     CleanUnlearning,
+    FreeLB,
     HessianQuantization,
     LoRA,
     ReLoRA,
+    SelfCalibration,
+    ReplacedTokenDetection,
     SparseSpectralTraining,
+    TransductiveFineTuning,
 )
 from test_sst_callback import batch, tiny_model
 
@@ -37,13 +42,24 @@ CALLBACKS = {
     "qbert": lambda: HessianQuantization(bits="4", num_groups=2),
     "cul": lambda: CleanUnlearning(),
     "asr": lambda: AttackSuccessRate(),
+    "freelb": lambda: FreeLB(steps=2),
+    "smart": lambda: SMART(epsilon=1e-2, bregman_weight=0.5),
+    "selfcal": lambda: SelfCalibration(ramp_steps=1),
+    "transductive": lambda: TransductiveFineTuning(),
+    "rtd": lambda: ReplacedTokenDetection(),
 }
+# Loss-side methods (issue 20): they change only the training loss, so they compose with every parameterisation,
+# optimizer and measurement that is not itself defined by the plain loss (CUL), and with each other but FreeLB+SMART.
+TRICKS = ("freelb", "smart", "selfcal", "transductive")
 # Pairs that compose, each with the test below that checks what the pair means.
 COMPOSES = {
     frozenset({"lora", "adamr"}): "test_lora_with_adamr_decays_the_low_rank_delta",
     frozenset({"qbert", "adamr"}): "test_qat_with_adamr_anchors_the_latent_weights",
     frozenset({"cul", "adamr"}): "test_cul_with_adamr_is_ascent_anchored_at_the_backdoored_weights",
     **{frozenset({"asr", m}): "test_asr_measures_the_stacked_model" for m in METHODS if m != "asr"},
+    **{frozenset({t, m}): "test_loss_tricks_compose" for t in TRICKS for m in METHODS
+       if m not in ("asr", "cul", "rtd", t) and frozenset({t, m}) != frozenset({"freelb", "smart"})},
+    frozenset({"rtd", "adamr"}): "test_loss_tricks_compose",
 }
 
 
@@ -217,3 +233,33 @@ def test_asr_measures_the_stacked_model(method: str) -> None:
         preds = model(b["input_ids"], b["attention_mask"]).argmax(-1)
     assert value == pytest.approx(float((preds[:3] == 1).double().mean()))
     assert value == attack_success_rate(model, triggered, 1)
+
+
+COMPOSING_TRICKS = sorted({tuple(sorted(p)) for p, test in COMPOSES.items() if test == "test_loss_tricks_compose"})
+
+
+@pytest.mark.parametrize(("first", "second"), COMPOSING_TRICKS, ids=[f"{a}+{b}" for a, b in COMPOSING_TRICKS])
+def test_loss_tricks_compose(first: str, second: str) -> None:
+    """A loss-side trick stacked with another method: both are set up, and two AdamW/AdamR steps train the model."""
+    from sstkit.models.base import SstkitModule
+
+    model = tiny_model().train()
+    assert isinstance(model, SstkitModule)
+    for method in (first, second):
+        if method != "adamr":
+            _setup(method, model)
+    assert methods_on(model) == tuple(m for m in (first, second) if m != "adamr")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = AdamR(params, lr=1e-2, delta_decay=0.1) if "adamr" in (first, second) else torch.optim.AdamW(params)
+    before = [p.detach().clone() for p in params]
+    b = batch()
+    for _ in range(2):
+        optimizer.zero_grad()
+        loss = model.training_step(b, 0)
+        assert torch.isfinite(loss)
+        loss.backward()
+        optimizer.step()
+    assert any(not torch.equal(p.detach(), q) for p, q in zip(params, before))
+    tricks = {"freelb": model._loss_wrapper is not None, "rtd": hasattr(model, "rtd_generator"), "smart": "smart" in model.extra_loss_names,
+              "selfcal": "selfcal" in model.extra_loss_names, "transductive": "transductive" in model.extra_loss_names}
+    assert all(tricks[m] for m in (first, second) if m in tricks)

@@ -6,7 +6,12 @@ Families implement :meth:`SstkitModule.step`, returning a :class:`StepOutput`, a
 
     model.add_extra_loss("sst_reg", lambda module, batch, out: 1e-3 * penalty(module), weight=1.0)
 
-Each term is added to the training loss and logged as ``method/<name>/loss``.
+Each term is added to the training loss and logged as ``method/<name>/loss``. A method that must run the whole
+training loss several times per optimizer step (FreeLB's K ascent steps) wraps it instead, one method at a time:
+
+    model.wrap_training_loss("freelb", lambda module, batch, loss_of: adversarial_loss(loss_of, batch))
+
+``loss_of(batch)`` is the family's loss plus the extra terms; what the wrapper returns is what Lightning backpropagates.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from sstkit.errors import SstkitError
 
 ExtraLoss = Callable[["SstkitModule", Any, "StepOutput"], Tensor]
+TrainingLossWrapper = Callable[["SstkitModule", Any, Callable[[Any], Tensor]], Tensor]
 
 
 @dataclass
@@ -81,6 +87,8 @@ class SstkitModule(L.LightningModule):
         self.lr, self.weight_decay, self.scheduler_name = lr, weight_decay, scheduler
         self.warmup_steps, self.warmup_ratio = warmup_steps, warmup_ratio
         self._extra_losses: dict[str, tuple[ExtraLoss, float]] = {}
+        self._loss_wrapper: tuple[str, TrainingLossWrapper] | None = None
+        self._last_batch_size = 1
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_metrics: MetricCollection | None = None
         self.test_metrics: MetricCollection | None = None
@@ -115,20 +123,41 @@ class SstkitModule(L.LightningModule):
         """Names of the registered extra loss terms."""
         return list(self._extra_losses)
 
-    # --- Lightning steps ---------------------------------------------------------------------------------
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    # --- training-loss wrapper ----------------------------------------------------------------------------
+    def wrap_training_loss(self, name: str, fn: TrainingLossWrapper) -> None:
+        """Lets ``fn(module, batch, loss_of)`` compute the training loss from ``loss_of`` (one method at a time)."""
+        if self._loss_wrapper is not None and self._loss_wrapper[0] != name:
+            raise SstkitError(f"{name} cannot wrap the training loss: {self._loss_wrapper[0]} already wraps it")
+        self._loss_wrapper = (name, fn)
+
+    def unwrap_training_loss(self, name: str) -> None:
+        """Removes ``name``'s wrapper; another method's wrapper stays."""
+        if self._loss_wrapper is not None and self._loss_wrapper[0] == name:
+            self._loss_wrapper = None
+
+    def training_loss(self, batch: Any) -> Tensor:
+        """The family's loss on ``batch`` plus every extra loss term (what a wrapper calls as ``loss_of``)."""
         out = self.step(batch, "train")
+        self._last_batch_size = out.batch_size
         loss = out.loss
         for name, (fn, weight) in self._extra_losses.items():
             term = weight * fn(self, batch, out)
             self.log(f"method/{name}/loss", term.detach(), batch_size=out.batch_size)
             loss = loss + term
+        return loss
+
+    # --- Lightning steps ---------------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        if self._loss_wrapper is None:
+            loss = self.training_loss(batch)
+        else:
+            loss = self._loss_wrapper[1](self, batch, self.training_loss)
         if not torch.isfinite(loss):
             raise SstkitError(
                 f"the training loss became {loss.item()} at step {self.global_step} (batch {batch_idx}); "
                 + non_finite_loss_advice(getattr(self._trainer, "gradient_clip_val", None))
             )
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=out.batch_size)
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=self._last_batch_size)
         return loss
 
     def _eval_step(self, batch: Any, stage: str) -> StepOutput:

@@ -95,7 +95,9 @@ class TextClassifier(SstkitModule):
         logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         labels = batch["labels"]
         loss = F.cross_entropy(logits.float(), labels)
-        return StepOutput(loss=loss, preds=logits.detach(), target=labels, batch_size=labels.shape[0])
+        # extras["logits"] keeps the graph, for methods that regularise the predictions (SMART, self-calibration).
+        return StepOutput(loss=loss, preds=logits.detach(), target=labels, batch_size=labels.shape[0],
+                          extras={"logits": logits})
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))

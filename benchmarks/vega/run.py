@@ -1,0 +1,102 @@
+"""Vega's fine-tuning tricks on SST-2: MiniLM baseline vs +FreeLB, +SMART, +self-calibration, +transductive.
+
+Run from the repository root (defaults: 2,000 training sentences, 3 seeds; on a shared 2-core CPU one seed of the
+five arms takes a long time, so pass a smaller size or one seed and say so):
+
+    SSTKIT_DATA=../shared/data python benchmarks/vega/run.py
+    SSTKIT_DATA=../shared/data python benchmarks/vega/run.py --train-samples 500 --seeds 0   # a small check
+
+For each seed it fine-tunes every arm with ``sstkit fit`` (its config in ``configs/bert/sst2/``, the same seeded
+training subset, one epoch) and tests the last checkpoint with ``sstkit test`` on test.tsv (GLUE's validation
+set, 872 sentences). The arms of one seed run back to back in this process's session, so the step-time ratio
+``baseline train_time_s per step / arm's`` compares runs under the same load. The script then writes one record
+per (arm, seed) to ``<runs>/table/<arm>/seed<seed>/summary.json`` (accuracy and ratio, copied from the two runs'
+own summary.json) and renders ``results.md`` / ``results.csv`` with ``sstkit table benchmarks/vega/spec.yaml``.
+The transductive arm pseudo-labels test.tsv's inputs (never its labels): its accuracy is transductive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+ARMS = {"baseline": "finetune", "freelb": "freelb", "smart": "smart", "self_calibration": "self_calibration",
+        "transductive": "transductive"}
+
+
+def sstkit(*args: str) -> None:
+    """Runs the console script the way a user would, failing loudly."""
+    cmd = [sys.executable, "-m", "sstkit", *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def record_of(runs: Path, arm: str, seed: int, train_samples: int) -> dict:
+    """The summary.json of one arm's run (empty if it has not run)."""
+    path = runs / f"vega_{arm}_{train_samples}" / f"seed{seed}" / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_arm(runs: Path, arm: str, seed: int, train_samples: int, limit_test: int | None) -> None:
+    name = f"vega_{arm}_{train_samples}"
+    folder = runs / name / f"seed{seed}"
+    done = folder / "summary.json"
+    if done.is_file() and "test/acc" in json.loads(done.read_text()).get("metrics", {}):
+        print(f"{name} seed {seed}: already done, skipping", flush=True)
+        return
+    common = ["--config", f"configs/bert/sst2/{ARMS[arm]}.yaml", "--name", name, "--run_root", str(runs),
+              "--seed_everything", str(seed), "--data.init_args.limit_train_samples", str(train_samples),
+              "--trainer.val_check_interval", "1.0", "--trainer.limit_val_batches", "4"]
+    if limit_test:
+        common += ["--data.init_args.limit_eval_samples", str(limit_test)]
+    sstkit("fit", *common)
+    sstkit("test", *common, "--ckpt_path", str(folder / "checkpoints" / "last.ckpt"))
+
+
+def seconds_per_step(record: dict) -> float:
+    return float(record["train_time_s"]) / max(1, int(record["global_step"]))
+
+
+def write_table_records(runs: Path, seeds: list[int], train_samples: int, limit_test: int | None) -> None:
+    """One record per (arm, seed): test accuracy and the step-time ratio to the same seed's baseline."""
+    for seed in seeds:
+        base = record_of(runs, "baseline", seed, train_samples)
+        if "train_time_s" not in base:
+            continue
+        for arm in ARMS:
+            rec = record_of(runs, arm, seed, train_samples)
+            if "test/acc" not in rec.get("metrics", {}) or "train_time_s" not in rec:
+                continue
+            out = runs / "table" / f"{arm}_{train_samples}" / f"seed{seed}"
+            out.mkdir(parents=True, exist_ok=True)
+            summary = {"name": f"vega_{arm}", "seed": seed, "status": "finished",
+                       "config": {"seed_everything": seed, "arm": arm, "train_samples": train_samples,
+                                  "test_sentences": limit_test or 872, "transductive": arm == "transductive"},
+                       "metrics": {"test/acc": rec["metrics"]["test/acc"], "test/f1": rec["metrics"]["test/f1"],
+                                   "step_time_ratio": seconds_per_step(rec) / seconds_per_step(base),
+                                   "train_steps": rec["global_step"]}}
+            (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=HERE / "runs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--train-samples", type=int, default=2000)
+    parser.add_argument("--limit-test", type=int, default=None, help="test on the first N test sentences only")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    args = parser.parse_args()
+    for seed in args.seeds:
+        for arm in ["baseline", *[a for a in args.arms if a != "baseline"]]:
+            run_arm(args.runs, arm, seed, args.train_samples, args.limit_test)
+    write_table_records(args.runs, args.seeds, args.train_samples, args.limit_test)
+    sstkit("table", str(HERE / "spec.yaml"))
+
+
+if __name__ == "__main__":
+    main()
