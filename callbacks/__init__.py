@@ -4,7 +4,8 @@ from .attack_success import AttackSuccessRate
 from .clean_unlearning import CleanUnlearning
 from .hessian_quant import HessianQuantization
 from .lora import LoRA
+from .mlkd import MLKD
 from .relora import ReLoRA
 from .sst import SparseSpectralTraining
 
-__all__ = ["AttackSuccessRate", "CleanUnlearning", "HessianQuantization", "LoRA", "ReLoRA", "SparseSpectralTraining"]
+__all__ = ["AttackSuccessRate", "CleanUnlearning", "HessianQuantization", "LoRA", "MLKD", "ReLoRA", "SparseSpectralTraining"]

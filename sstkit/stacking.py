@@ -31,6 +31,7 @@ from sstkit.errors import SstkitError
 METHODS: dict[str, str] = {
     "sst": "SparseSpectralTraining", "lora": "LoRA", "relora": "ReLoRA", "adamr": "AdamR",
     "qbert": "HessianQuantization", "cul": "CleanUnlearning", "asr": "AttackSuccessRate",
+    "mlkd": "MLKD",
 }
 
 _SURGERY = ("both replace the same nn.Linear layers ({what}), so one would wrap the other's wrapper or match "
@@ -69,6 +70,20 @@ REFUSED: dict[frozenset[str], str] = {
                                  "Q-BERT assigns, ascent steps of about lr = 1e-5 per weight are far below one "
                                  "quantisation step, so the quantised predictions would barely move",
 }
+_MLKD = ("MLKD re-draws the student's weights at random and trains all of them to imitate a frozen teacher; "
+         "{what}")
+REFUSED.update({
+    frozenset({"mlkd", "sst"}): _MLKD.format(what="SST would re-decompose a random W whose spectrum carries nothing"),
+    frozenset({"mlkd", "lora"}): _MLKD.format(what="LoRA would freeze that random W and train only adapters"),
+    frozenset({"mlkd", "relora"}): _MLKD.format(what="ReLoRA would freeze that random W and train only adapters"),
+    frozenset({"mlkd", "qbert"}): _MLKD.format(what="quantising the student changes the perplexity that is the "
+                                               "OOD score; quantise the trained student afterwards"),
+    frozenset({"mlkd", "cul"}): _MLKD.format(what="CleanUnlearning's gradient ascent exposes a classifier's "
+                                             "backdoor, a different objective on a different family"),
+    frozenset({"mlkd", "adamr"}): _MLKD.format(what="AdamR would anchor the student at its random init"),
+    frozenset({"mlkd", "asr"}): _MLKD.format(what="AttackSuccessRate measures a classifier's labels, which a "
+                                             "causal-LM student has not"),
+})
 
 _MODEL_ATTR = "_sstkit_methods"  # on the model: the methods set up on it, in order
 _PARAM_ATTR = "_sstkit_method"  # on a parameter: the method whose surgery created it

@@ -38,3 +38,5 @@ METHOD_SETTINGS["AdamR"] = MethodSetting(kind="optimizer", config={"optimizer": 
 METHOD_SETTINGS["CleanUnlearning"] = MethodSetting(init_args={"min_steps": 100, "check_every": 2, "eval_batches": 2})
 # BadNets-poisoned SST-2 with triggered val/test sets, validated every 2 steps: val/asr is logged in every run.
 METHOD_SETTINGS["AttackSuccessRate"] = MethodSetting(family="poisoned_text", logs=("val/asr",))
+# Teacher = the tiny random OPT as built (no checkpoint in the tests); the student is re-drawn and distilled into it.
+METHOD_SETTINGS["MLKD"] = MethodSetting(family="lm", init_args={"temperature": 2.0, "top_k": 2}, logs=("method/mlkd/pred", "method/mlkd/hidden"))

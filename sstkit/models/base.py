@@ -81,6 +81,7 @@ class SstkitModule(L.LightningModule):
         self.lr, self.weight_decay, self.scheduler_name = lr, weight_decay, scheduler
         self.warmup_steps, self.warmup_ratio = warmup_steps, warmup_ratio
         self._extra_losses: dict[str, tuple[ExtraLoss, float]] = {}
+        self._task_loss_weight = 1.0
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_metrics: MetricCollection | None = None
         self.test_metrics: MetricCollection | None = None
@@ -110,6 +111,10 @@ class SstkitModule(L.LightningModule):
         """Drops a registered loss term; unknown names are ignored."""
         self._extra_losses.pop(name, None)
 
+    def set_task_loss_weight(self, weight: float) -> None:
+        """Scales the family's own training loss; a method that replaces it (distillation: 0) sets this."""
+        self._task_loss_weight = float(weight)
+
     @property
     def extra_loss_names(self) -> list[str]:
         """Names of the registered extra loss terms."""
@@ -118,7 +123,7 @@ class SstkitModule(L.LightningModule):
     # --- Lightning steps ---------------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         out = self.step(batch, "train")
-        loss = out.loss
+        loss = out.loss if self._task_loss_weight == 1.0 else self._task_loss_weight * out.loss
         for name, (fn, weight) in self._extra_losses.items():
             term = weight * fn(self, batch, out)
             self.log(f"method/{name}/loss", term.detach(), batch_size=out.batch_size)
