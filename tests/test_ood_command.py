@@ -66,3 +66,14 @@ def test_bad_inputs_name_the_option(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(SstkitError, match="no such checkpoint"):
         ood_main(["score", "--model", str(tmp_path / "none.ckpt"), "--data-config", str(config), "--id",
                   f"{data}/id/dev.tsv:sentence", "--ood", f"{data}/news.tsv:0", "--out", str(tmp_path / "o")])
+
+
+def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, config, ckpt = setup_run(tmp_path, monkeypatch)
+    args = ["score", "--model", str(ckpt), "--data-config", str(config), "--id", f"{data}/id/dev.tsv:sentence",
+            "--ood", f"{data}/news.tsv:0", "--device", "cpu", "--out", str(tmp_path / "o")]
+    # --set rebuilds the tokenizer with a training-time override: here one the 300-token model does not fit.
+    with pytest.raises(SstkitError, match=r"has \d+ tokens but the model has 300 embeddings"):
+        ood_main([*args, "--set", "data.init_args.bpe_vocab_size=400"])
+    with pytest.raises(SstkitError, match="--set 'oops': expected KEY=VALUE"):
+        ood_main([*args, "--set", "oops"])

@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--model", action="append", required=True, metavar="[NAME=]CKPT",
                    help="Lightning checkpoint of a sstkit CausalLM (MLKD student, LM baseline); repeatable.")
     s.add_argument("--data-config", required=True, help="Training config whose data section builds the tokenizer.")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="Override a key of the data config as in training, e.g. data.init_args.bpe_vocab_size=2048.")
     s.add_argument("--id", required=True, metavar="FILE[:COLUMN]", help="In-distribution test texts.")
     s.add_argument("--ood", required=True, metavar="FILE[:COLUMN]", help="Out-of-distribution test texts.")
     s.add_argument("--limit", type=int, default=None, help="Score only the first N texts of each file.")
@@ -82,10 +84,20 @@ def load_causal_lm(path: str) -> Any:
     return model.eval()
 
 
-def _tokenizer(config_path: str) -> Any:
+def _tokenizer(config_path: str, overrides: list[str]) -> Any:
     if not Path(config_path).is_file():
         raise SstkitError(f"--data-config {config_path}: no such file")
-    data = (yaml.safe_load(Path(config_path).read_text()) or {}).get("data")
+    config = yaml.safe_load(Path(config_path).read_text()) or {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SstkitError(f"--set {item!r}: expected KEY=VALUE")
+        *parents, last = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(raw)
+    data = config.get("data")
     if not isinstance(data, dict) or "class_path" not in data:
         raise SstkitError(f"--data-config {config_path}: needs a 'data' section with a class_path")
     module, _, name = data["class_path"].rpartition(".")
@@ -116,7 +128,7 @@ def score_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int, d
 
 def _score(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    tokenizer = _tokenizer(args.data_config)
+    tokenizer = _tokenizer(args.data_config, args.set)
     sets = {"id": _texts(args.id, args.limit, "--id"), "ood": _texts(args.ood, args.limit, "--ood")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,6 +137,12 @@ def _score(args: argparse.Namespace) -> int:
         name, sep, path = spec.partition("=")
         name, path = (name, path) if sep else (Path(spec).stem, spec)
         model = load_causal_lm(path).to(device)
+        if len(tokenizer) > model.lm.config.vocab_size:
+            raise SstkitError(
+                f"--model {path}: the tokenizer of --data-config {args.data_config} has {len(tokenizer)} tokens but "
+                f"the model has {model.lm.config.vocab_size} embeddings: pass the config (and --set the overrides) "
+                "the model was trained with"
+            )
         scores = {k: score_texts(model, tokenizer, v, args.batch_size, device) for k, v in sets.items()}
         for which, values in scores.items():
             rows += [(name, which, i, float(v.log()), float(v)) for i, v in enumerate(values)]
