@@ -21,6 +21,17 @@ def test_metrics_match_hand_computed_values() -> None:
     assert r["far95"] == pytest.approx(1 / 3)
 
 
+def test_large_scores_such_as_perplexities_are_not_squashed() -> None:
+    # The same ordering as above at perplexity scale (torchmetrics would sigmoid these to 1.0 and tie them).
+    r = ood_metrics([310.0, 420.0, 530.0], [480.0, 9000.0])
+    assert r["auroc"] == pytest.approx(5 / 6, abs=1e-6)
+    assert r["aupr_out"] == pytest.approx(5 / 6, abs=1e-6)
+    assert r["aupr_in"] == pytest.approx(11 / 12, abs=1e-6)
+    assert r["far95"] == pytest.approx(1 / 3)
+    # Ties count as ties: one ID and one OOD example with the same score -> AUROC 1/2.
+    assert ood_metrics([700.0], [700.0])["auroc"] == pytest.approx(0.5)
+
+
 def test_far95_uses_the_95_percent_recall_threshold() -> None:
     # 20 OOD scores 1..20: 95 % recall keeps the 19 highest -> threshold 2. ID 0, 1.5, 2, 3 -> 2 of 4 flagged.
     ood = torch.arange(1, 21, dtype=torch.float64)

@@ -49,6 +49,13 @@ def _as_tensor(scores: Sequence[float] | Tensor, name: str) -> Tensor:
     return t
 
 
+def _ranks(scores: Tensor) -> Tensor:
+    """Scores mapped onto [0, 1] by rank, ties kept: torchmetrics applies a sigmoid to scores outside [0, 1],
+    which saturates perplexities (every score of a few hundred becomes 1.0 and AUROC 0.5)."""
+    unique, inverse = torch.unique(scores, return_inverse=True)
+    return inverse.double() / max(1, unique.numel() - 1)
+
+
 def fpr_at_tpr(id_scores: Tensor, ood_scores: Tensor, tpr: float = 0.95) -> float:
     """False-positive rate (share of ID flagged) at the threshold that flags at least ``tpr`` of the OOD scores.
 
@@ -69,11 +76,11 @@ def fpr_at_tpr(id_scores: Tensor, ood_scores: Tensor, tpr: float = 0.95) -> floa
 def ood_metrics(id_scores: Sequence[float] | Tensor, ood_scores: Sequence[float] | Tensor) -> dict[str, float]:
     """AUROC, AUPR-In, AUPR-Out and FAR95 of scores where higher means more OOD (see the module doc)."""
     s_id, s_ood = _as_tensor(id_scores, "ID scores"), _as_tensor(ood_scores, "OOD scores")
-    scores = torch.cat([s_id, s_ood])
+    scores = _ranks(torch.cat([s_id, s_ood]))
     is_ood = torch.cat([torch.zeros_like(s_id), torch.ones_like(s_ood)]).long()
     return {
         "auroc": float(binary_auroc(scores, is_ood)),
         "aupr_out": float(binary_average_precision(scores, is_ood)),
-        "aupr_in": float(binary_average_precision(-scores, 1 - is_ood)),
+        "aupr_in": float(binary_average_precision(1 - scores, 1 - is_ood)),
         "far95": fpr_at_tpr(s_id, s_ood, 0.95),
     }
