@@ -5,6 +5,7 @@ from .clean_unlearning import CleanUnlearning
 from .freelb import FreeLB
 from .hessian_quant import HessianQuantization
 from .lora import LoRA
+from .mlkd import MLKD
 from .relora import ReLoRA
 from .rtd_pretraining import ReplacedTokenDetection
 from .self_calibration import SelfCalibration
@@ -12,5 +13,5 @@ from .smart import SMART
 from .sst import SparseSpectralTraining
 from .transductive import TransductiveFineTuning
 
-__all__ = ["AttackSuccessRate", "CleanUnlearning", "HessianQuantization", "LoRA", "ReLoRA", "SparseSpectralTraining",
+__all__ = ["AttackSuccessRate", "CleanUnlearning", "HessianQuantization", "LoRA", "MLKD", "ReLoRA", "SparseSpectralTraining",
            "FreeLB", "SMART", "SelfCalibration", "TransductiveFineTuning", "ReplacedTokenDetection"]

@@ -89,7 +89,7 @@ class ReplacedTokenDetection(L.Callback):
         require_sstkit_module(pl_module, "ReplacedTokenDetection")
         if not hasattr(pl_module, "encoder") or not hasattr(pl_module, "encode"):
             raise SstkitError("ReplacedTokenDetection needs the BERT classifier family (sstkit.models.TextClassifier)")
-        from sstkit.models.backbones import load_tokenizer
+        from sstkit.loaders import load_tokenizer
 
         tokenizer = load_tokenizer(pl_module.hparams.get("backbone", "minilm"))
         if tokenizer.mask_token_id is None:
@@ -129,7 +129,7 @@ class ReplacedTokenDetection(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.export_dir is None or not trainer.is_global_zero:
             return
-        from sstkit.models.backbones import load_tokenizer
+        from sstkit.loaders import load_tokenizer
 
         out = Path(self.export_dir)
         out.mkdir(parents=True, exist_ok=True)

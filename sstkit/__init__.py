@@ -30,6 +30,7 @@ _LAZY_NAMES: dict[str, str] = {
          "TextClassificationDataModule", "TextCorpusDataModule", "WikiText2DataModule", "collate_points"],
         "sstkit.datamodules",
     ),
+    "ColumnCorpusDataModule": "sstkit.datamodules",
 }
 _SUBPACKAGES = ("bench", "callbacks", "cli", "commands", "datamodules", "functional", "models", "nn", "optim")
 

@@ -39,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "quantize": Command("sstkit.commands.quantize:quantize_main", "Q-BERT mixed-precision quantisation"),
     "data": Command("sstkit.commands.data:data_main", "download the data sets into the layout sstkit reads"),
     "explain": Command("sstkit.commands.explain:explain_main", "CD-T local explanations of a classifier"),
+    "ood": Command("sstkit.commands.ood:ood_main", "OOD scores (LM / MLKD perplexity) and AUROC, AUPR, FAR95"),
 }
 
 # Names that used to be defined here; they now live with LightningCLI in sstkit.commands.trainer.

@@ -33,6 +33,7 @@ METHODS: dict[str, str] = {
     "qbert": "HessianQuantization", "cul": "CleanUnlearning", "asr": "AttackSuccessRate",
     "freelb": "FreeLB", "smart": "SMART", "selfcal": "SelfCalibration", "transductive": "TransductiveFineTuning",
     "rtd": "ReplacedTokenDetection",
+    "mlkd": "MLKD",
 }
 
 _SURGERY = ("both replace the same nn.Linear layers ({what}), so one would wrap the other's wrapper or match "
@@ -93,6 +94,24 @@ REFUSED: dict[frozenset[str], str] = {
                                                                           "transductive", "cul")},
     **{frozenset({"rtd", m}): _RTD_SURGERY.format(other=METHODS[m]) for m in ("sst", "lora", "relora", "qbert")},
 }
+_MLKD = ("MLKD re-draws the student's weights at random and trains all of them to imitate a frozen teacher; "
+         "{what}")
+REFUSED.update({
+    frozenset({"mlkd", "sst"}): _MLKD.format(what="SST would re-decompose a random W whose spectrum carries nothing"),
+    frozenset({"mlkd", "lora"}): _MLKD.format(what="LoRA would freeze that random W and train only adapters"),
+    frozenset({"mlkd", "relora"}): _MLKD.format(what="ReLoRA would freeze that random W and train only adapters"),
+    frozenset({"mlkd", "qbert"}): _MLKD.format(what="quantising the student changes the perplexity that is the "
+                                               "OOD score; quantise the trained student afterwards"),
+    frozenset({"mlkd", "cul"}): _MLKD.format(what="CleanUnlearning's gradient ascent exposes a classifier's "
+                                             "backdoor, a different objective on a different family"),
+    frozenset({"mlkd", "adamr"}): _MLKD.format(what="AdamR would anchor the student at its random init"),
+    frozenset({"mlkd", "asr"}): _MLKD.format(what="AttackSuccessRate measures a classifier's labels, which a "
+                                             "causal-LM student has not"),
+    # Vega's tricks perturb or re-target a classifier's inputs and labels; MLKD distils a causal LM.
+    **{frozenset({"mlkd", t}): _MLKD.format(what=f"{METHODS[t]} is a classifier fine-tuning trick, and the "
+                                            "student is a causal LM with no labels to calibrate or perturb for")
+       for t in ("freelb", "smart", "selfcal", "transductive", "rtd")},
+})
 
 _MODEL_ATTR = "_sstkit_methods"  # on the model: the methods set up on it, in order
 _PARAM_ATTR = "_sstkit_method"  # on a parameter: the method whose surgery created it

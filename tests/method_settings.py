@@ -45,3 +45,5 @@ METHOD_SETTINGS["SelfCalibration"] = MethodSetting(init_args={"alpha_max": 0.5, 
 # Pseudo-labels every test input (threshold 0) at step 1, before the resume test's checkpoint at step 3.
 METHOD_SETTINGS["TransductiveFineTuning"] = MethodSetting(init_args={"threshold": 0.0, "start_step": 1})
 METHOD_SETTINGS["ReplacedTokenDetection"] = MethodSetting(init_args={"rtd_weight": 50.0, "simcse_weight": 1.0, "generator_scale": 0.5})
+# Teacher = the tiny random OPT as built (no checkpoint in the tests); the student is re-drawn and distilled into it.
+METHOD_SETTINGS["MLKD"] = MethodSetting(family="lm", init_args={"temperature": 2.0, "top_k": 2}, logs=("method/mlkd/pred", "method/mlkd/hidden"))

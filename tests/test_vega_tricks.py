@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY_BERT, tiny_config
+from sstkit.callbacks import SMART, FreeLB, ReplacedTokenDetection, SelfCalibration, TransductiveFineTuning
 from support import run_cli, summary
 
-from sstkit.callbacks import SMART, FreeLB, ReplacedTokenDetection, SelfCalibration, TransductiveFineTuning
 from sstkit.errors import SstkitError
 from sstkit.functional.ema import EmaWeights
 from sstkit.functional.embedding_noise import EmbeddingPerturbation, per_example_norm, project_to_ball, unperturbed

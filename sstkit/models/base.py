@@ -89,6 +89,7 @@ class SstkitModule(L.LightningModule):
         self._extra_losses: dict[str, tuple[ExtraLoss, float]] = {}
         self._loss_wrapper: tuple[str, TrainingLossWrapper] | None = None
         self._last_batch_size = 1
+        self._task_loss_weight = 1.0
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_metrics: MetricCollection | None = None
         self.test_metrics: MetricCollection | None = None
@@ -118,6 +119,10 @@ class SstkitModule(L.LightningModule):
         """Drops a registered loss term; unknown names are ignored."""
         self._extra_losses.pop(name, None)
 
+    def set_task_loss_weight(self, weight: float) -> None:
+        """Scales the family's own training loss; a method that replaces it (distillation: 0) sets this."""
+        self._task_loss_weight = float(weight)
+
     @property
     def extra_loss_names(self) -> list[str]:
         """Names of the registered extra loss terms."""
@@ -139,7 +144,7 @@ class SstkitModule(L.LightningModule):
         """The family's loss on ``batch`` plus every extra loss term (what a wrapper calls as ``loss_of``)."""
         out = self.step(batch, "train")
         self._last_batch_size = out.batch_size
-        loss = out.loss
+        loss = out.loss if self._task_loss_weight == 1.0 else self._task_loss_weight * out.loss
         for name, (fn, weight) in self._extra_losses.items():
             term = weight * fn(self, batch, out)
             self.log(f"method/{name}/loss", term.detach(), batch_size=out.batch_size)

@@ -1,0 +1,146 @@
+"""MLKD benchmark driver: SST-2 vs AG News and AG News one-vs-rest, per seed, then the results table.
+
+NOT RUN YET at full size: no result of this script is committed. ``--smoke`` runs the whole chain at toy size
+(tiny OPT, a few dozen steps, 200 texts per side) to check that it works; its numbers mean nothing.
+
+    python benchmarks/mlkd/run.py --settings sst2-agnews agnews-0 agnews-1 agnews-2 agnews-3 --seeds 0 1 2
+    python benchmarks/mlkd/run.py --smoke --settings sst2-agnews --seeds 0
+
+Per setting and seed it writes the ID/OOD files (AG News one-vs-rest: class k is ID, the other three OOD), trains
+the ID language model (``configs/opt/sst2_ood/lm.yaml``: the from-scratch baseline and the teacher), the MLKD
+student and the "no intermediate loss" ablation (``configs/opt/sst2_ood/mlkd.yaml``), scores ID vs OOD test texts
+with ``sstkit ood score`` and collects ``results.csv`` / ``results.md`` (mean ± std over seeds, run counts).
+Not covered: the fine-tuned-LM baseline and the "student from pretrained weights" ablation (no pretrained OPT
+offline), classifier baselines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+AGNEWS = ("World", "Sports", "Business", "Sci/Tech")
+METRICS = ("auroc", "aupr_in", "aupr_out", "far95")
+
+
+def _rows(path: Path, header: bool) -> list[list[str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()[1 if header else 0 :]
+    return [line.split("\t") for line in lines if line.strip()]
+
+
+def _write(path: Path, texts: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = [t.replace("\t", " ").strip() for t in texts if t.strip()]
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t0\n" for t in clean), encoding="utf-8")
+
+
+def prepare(setting: str, data: Path, out: Path, seed: int, limit: int | None) -> None:
+    """Writes ``out/{train,dev,id_test,ood}.tsv`` (column ``sentence``); OOD texts seen in training are dropped."""
+    rng = random.Random(seed)
+    if setting == "sst2-agnews":
+        train = [r[0] for r in _rows(data / "sst2" / "train.tsv", True)]
+        dev = [r[0] for r in _rows(data / "sst2" / "dev.tsv", True)]
+        id_test, ood = dev, [r[0] for r in _rows(data / "agnews" / "test.tsv", False)]
+    elif setting.startswith("agnews-"):
+        label = AGNEWS[int(setting.split("-")[1])]
+        rows = _rows(data / "agnews" / "train.tsv", False)
+        train = [r[0] for r in rows if r[1] == label]
+        rng.shuffle(train)
+        cut = len(train) // 10
+        dev, train = train[:cut], train[cut:]
+        test = _rows(data / "agnews" / "test.tsv", False)
+        id_test, ood = [r[0] for r in test if r[1] == label], [r[0] for r in test if r[1] != label]
+    else:
+        raise SystemExit(f"unknown setting {setting!r}: sst2-agnews or agnews-0..3")
+    seen = {t.strip() for t in train}
+    ood = [t for t in ood if t.strip() not in seen]
+    if limit:
+        id_test, ood = rng.sample(id_test, min(limit, len(id_test))), rng.sample(ood, min(limit, len(ood)))
+    for name, texts in (("train", train), ("dev", dev), ("id_test", id_test), ("ood", ood)):
+        _write(out / f"{name}.tsv", texts)
+
+
+def sstkit(*args: str) -> None:
+    print("+ sstkit", " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "sstkit", *args], check=True, cwd=REPO)
+
+
+def run_one(setting: str, seed: int, work: Path, smoke: bool, steps: int) -> dict:
+    data = work / "data"
+    folder = f"{setting}-s{seed}"
+    prepare(setting, Path(os.environ.get("SSTKIT_DATA", "data")), data / folder, seed, 200 if smoke else None)
+    common = [f"--data.init_args.data_dir={data}", f"--data.init_args.dataset_folder={folder}",
+              f"--data.init_args.ood_files={{{folder}/ood.tsv: sentence}}", f"--seed_everything={seed}",
+              f"--trainer.max_steps={steps}", f"--run_root={work / 'runs'}", "--trainer.logger=false"]
+    if smoke:
+        common += ["--model.init_args.size=tiny", "--data.init_args.bpe_vocab_size=1024",
+                   "--data.init_args.limit_eval_blocks=8", "--trainer.val_check_interval=20"]
+    runs = work / "runs"
+    lm_name, ckpt = f"lm-{folder}", lambda name: runs / name / f"seed{seed}" / "checkpoints" / "last.ckpt"
+    sstkit("fit", "--config", "configs/opt/sst2_ood/lm.yaml", f"--name={lm_name}", *common)
+    arms = {"mlkd": [], "mlkd_no_hidden": ["--trainer.callbacks.init_args.hidden_weight=0"]}
+    for arm, extra in arms.items():
+        sstkit("fit", "--config", "configs/opt/sst2_ood/mlkd.yaml", f"--name={arm}-{folder}", *common, *extra,
+               f"--trainer.callbacks.init_args.teacher={ckpt(lm_name)}")
+    out = work / "scores" / folder
+    models = [f"scratch_lm={ckpt(lm_name)}"] + [f"{arm}={ckpt(f'{arm}-{folder}')}" for arm in arms]
+    sets = ["--set", f"data.init_args.data_dir={data}", "--set", f"data.init_args.dataset_folder={folder}",
+            "--set", "data.init_args.ood_files=null"]
+    if smoke:
+        sets += ["--set", "data.init_args.bpe_vocab_size=1024"]
+    sstkit("ood", "score", *(a for m in models for a in ("--model", m)), "--data-config",
+           "configs/opt/sst2_ood/mlkd.yaml", *sets, "--id", f"{data / folder}/id_test.tsv:sentence",
+           "--ood", f"{data / folder}/ood.tsv:sentence", "--out", str(out))
+    return json.loads((out / "metrics.json").read_text())
+
+
+def table(records: list[dict], out: Path) -> None:
+    """``results.csv`` (one row per setting, seed, model) and ``results.md`` (mean ± std over seeds)."""
+    with (out / "results.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["setting", "seed", "model", *METRICS, "n_id", "n_ood"])
+        writer.writeheader()
+        writer.writerows(records)
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["setting"], r["model"]), []).append(r)
+    lines = ["| setting | model | runs | " + " | ".join(METRICS) + " |", "|" + " --- |" * (3 + len(METRICS))]
+    for (setting, model), rs in groups.items():
+        cells = []
+        for m in METRICS:
+            values = [100 * r[m] for r in rs]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.2f} ± {std:.2f}")
+        lines.append(f"| {setting} | {model} | {len(rs)} | " + " | ".join(cells) + " |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--settings", nargs="+", default=["sst2-agnews", "agnews-0", "agnews-1", "agnews-2", "agnews-3"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=None, help="Training steps per model (default 3000; smoke 40).")
+    p.add_argument("--smoke", action="store_true", help="Toy sizes: checks the chain, numbers mean nothing.")
+    p.add_argument("--work", default=None, help="Work folder (default benchmarks/mlkd/work or /tmp for smoke).")
+    args = p.parse_args()
+    work = Path(args.work or ("/tmp/mlkd-smoke" if args.smoke else REPO / "benchmarks" / "mlkd" / "work"))
+    steps = args.steps or (40 if args.smoke else 3000)
+    records = []
+    for setting in args.settings:
+        for seed in args.seeds:
+            result = run_one(setting, seed, work.resolve(), args.smoke, steps)
+            records += [{"setting": setting, "seed": seed, **m} for m in result["models"]]
+    out = work if args.smoke else REPO / "benchmarks" / "mlkd"
+    table(records, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""``sstkit ood score``: per-example OOD scores of causal LMs on ID and OOD texts, and the metric table.
+
+Example::
+
+    sstkit ood score --model mlkd=runs/opt-sst2-mlkd/seed0/checkpoints/last.ckpt \\
+        --model scratch=runs/opt-sst2-lm/seed0/checkpoints/last.ckpt \\
+        --data-config configs/opt/sst2_ood/mlkd.yaml --id sst2/dev.tsv:sentence --ood agnews/test.tsv:0 \\
+        --out runs/sst2-ood
+
+The score of a text is the model's perplexity on it (higher = more OOD): the MLKD student's for MLKD, an LM
+trained on ID from scratch or fine-tuned from a pretrained one for the perplexity baselines. Every text is scored
+as a line of the training stream (between line breaks), padding excluded. The data config is the training
+config: its ``data`` section rebuilds the tokenizer. ``FILE[:COLUMN]`` is a path (or one under the data folder)
+with a TSV column name (header row) or index (no header); ``.txt`` files are one text per line.
+``DIR`` receives ``scores.csv`` (model, set, index, nll, ppl), ``metrics.csv``, ``metrics.md`` and
+``metrics.json`` (AUROC, AUPR-In, AUPR-Out, FAR95 per model; OOD is the positive class).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from sstkit.commands.classifier_io import read_checkpoint, resolve_device
+from sstkit.errors import SstkitError
+from sstkit.functional.ood.metrics import METRICS, ood_metrics
+from sstkit.functional.ood.scores import lm_scores
+from sstkit.paths import resolve_data_dir
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sstkit ood", description="OOD detection with causal-LM perplexities")
+    sub = p.add_subparsers(dest="action", required=True)
+    s = sub.add_parser("score", help="score ID and OOD texts with one or more LMs and write the metric table")
+    s.add_argument("--model", action="append", required=True, metavar="[NAME=]CKPT",
+                   help="Lightning checkpoint of a sstkit CausalLM (MLKD student, LM baseline); repeatable.")
+    s.add_argument("--data-config", required=True, help="Training config whose data section builds the tokenizer.")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="Override a key of the data config as in training, e.g. data.init_args.bpe_vocab_size=2048.")
+    s.add_argument("--id", required=True, metavar="FILE[:COLUMN]", help="In-distribution test texts.")
+    s.add_argument("--ood", required=True, metavar="FILE[:COLUMN]", help="Out-of-distribution test texts.")
+    s.add_argument("--limit", type=int, default=None, help="Score only the first N texts of each file.")
+    s.add_argument("--batch-size", type=int, default=32, help="Texts per forward pass.")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N.")
+    s.add_argument("--out", required=True, help="Output folder.")
+    return p
+
+
+def _texts(spec: str, limit: int | None, option: str) -> list[str]:
+    from sstkit.datamodules.column_corpus import read_column
+
+    name, sep, column = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    path = Path(name if sep else spec)
+    if not path.is_file():
+        path = resolve_data_dir(None) / path
+    if not path.is_file():
+        raise SstkitError(f"{option} {spec}: no such file (also looked under the data folder)")
+    col: str | int = int(column) if column.isdigit() else (column or 0)
+    texts = read_column(path, col)[:limit]
+    if not texts:
+        raise SstkitError(f"{option} {spec}: no texts")
+    return texts
+
+
+def load_causal_lm(path: str) -> Any:
+    """A ``CausalLM`` from a Lightning checkpoint; method parts (e.g. MLKD's distiller) are left out."""
+    from sstkit.models import CausalLM
+
+    ckpt = read_checkpoint(path)
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    try:
+        model = CausalLM(**hparams)
+    except TypeError as err:
+        raise SstkitError(f"--model {path}: not a checkpoint of a sstkit CausalLM ({err})") from err
+    state = {k[3:]: v for k, v in ckpt["state_dict"].items() if k.startswith("lm.")}
+    model.lm.load_state_dict(state)
+    return model.eval()
+
+
+def _tokenizer(config_path: str, overrides: list[str]) -> Any:
+    if not Path(config_path).is_file():
+        raise SstkitError(f"--data-config {config_path}: no such file")
+    config = yaml.safe_load(Path(config_path).read_text()) or {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SstkitError(f"--set {item!r}: expected KEY=VALUE")
+        *parents, last = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(raw)
+    data = config.get("data")
+    if not isinstance(data, dict) or "class_path" not in data:
+        raise SstkitError(f"--data-config {config_path}: needs a 'data' section with a class_path")
+    module, _, name = data["class_path"].rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module or "sstkit.datamodules"), name)
+    except (ImportError, AttributeError):
+        raise SstkitError(f"--data-config {config_path}: cannot import {data['class_path']!r}") from None
+    return cls(**(data.get("init_args") or {})).tokenizer
+
+
+def score_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int, device: torch.device) -> torch.Tensor:
+    """Per-text perplexity; each text is framed by line breaks as in the training stream, then right-padded."""
+    pad = int(model.hparams.get("pad_token_id", 1))
+    encoded = tokenizer(["\n" + t + "\n" for t in texts], add_special_tokens=False, verbose=False)["input_ids"]
+    encoded = [ids[: model.max_positions] for ids in encoded]
+    out = []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(ids) for ids in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(chunk):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        out.append(lm_scores(model.lm, ids.to(device), mask.to(device)).cpu())
+    return torch.cat(out)
+
+
+def _score(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    tokenizer = _tokenizer(args.data_config, args.set)
+    sets = {"id": _texts(args.id, args.limit, "--id"), "ood": _texts(args.ood, args.limit, "--ood")}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, table = [], []
+    for spec in args.model:
+        name, sep, path = spec.partition("=")
+        name, path = (name, path) if sep else (Path(spec).stem, spec)
+        model = load_causal_lm(path).to(device)
+        if len(tokenizer) > model.lm.config.vocab_size:
+            raise SstkitError(
+                f"--model {path}: the tokenizer of --data-config {args.data_config} has {len(tokenizer)} tokens but "
+                f"the model has {model.lm.config.vocab_size} embeddings: pass the config (and --set the overrides) "
+                "the model was trained with"
+            )
+        scores = {k: score_texts(model, tokenizer, v, args.batch_size, device) for k, v in sets.items()}
+        for which, values in scores.items():
+            rows += [(name, which, i, float(v.log()), float(v)) for i, v in enumerate(values)]
+        table.append({"model": name, **ood_metrics(scores["id"], scores["ood"]),
+                      "n_id": len(sets["id"]), "n_ood": len(sets["ood"])})
+    with (out / "scores.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([("model", "set", "index", "nll", "ppl"), *rows])
+    columns = ["model", *METRICS, "n_id", "n_ood"]
+    with (out / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(table)
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in columns) + " |"
+              for r in table]
+    (out / "metrics.md").write_text("\n".join(lines) + "\n")
+    (out / "metrics.json").write_text(json.dumps({"id": args.id, "ood": args.ood, "models": table}, indent=2))
+    print("\n".join(lines))
+    return 0
+
+
+def ood_main(argv: list[str]) -> int:
+    """Entry point of ``sstkit ood``."""
+    args = _parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise SstkitError(f"--batch-size must be >= 1, got {args.batch_size}")
+    return _score(args)
