@@ -37,7 +37,7 @@ from sstkit.functional.rtd_simcse import (
     sample_tokens,
     simcse_loss,
 )
-from sstkit.stacking import method_setup
+from sstkit.stacking import check_pair, method_setup, methods_on
 
 from .freelb import require_sstkit_module
 
@@ -87,6 +87,9 @@ class ReplacedTokenDetection(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require_sstkit_module(pl_module, "ReplacedTokenDetection")
+        for other in methods_on(pl_module):  # a refused pair is named before the family check
+            if other != "rtd":
+                check_pair("rtd", other)
         if not hasattr(pl_module, "encoder") or not hasattr(pl_module, "encode"):
             raise SstkitError("ReplacedTokenDetection needs the BERT classifier family (sstkit.models.TextClassifier)")
         from sstkit.loaders import load_tokenizer
