@@ -212,3 +212,43 @@ def test_attack_runs_on_an_sstkit_text_classifier(parts):
                                              "intermediate_size": 64})
     report = attack(model, tok, TEXTS[:3], [0, 1, 0], recipe="pwws", lexicon=lex, encoder=None)
     assert report.summary["examples"] == 3 and report.forwards > 0
+
+
+def test_attack_command_writes_report_examples_and_augmented_tsv(data_dir, tmp_path, write_config, monkeypatch):
+    import json
+
+    from conftest import TINY_BERT, tiny_config
+
+    from sstkit.commands.attack import attack_main
+    from sstkit.commands.classifier_io import save_classifier
+    from sstkit.datamodules.text_files import read_labelled_file
+    from sstkit.functional.attacks import recipes
+    from sstkit.models.text_classifier import TextClassifier
+
+    torch.manual_seed(0)
+    model = TextClassifier("minilm", num_labels=2, pretrained=False, config_overrides=TINY_BERT)
+    folder = save_classifier(model, tmp_path / "victim")
+    config = write_config(tiny_config(data_dir))
+    full = json.loads(json.dumps(SYN))
+    monkeypatch.setattr(recipes, "WordNetLexicon", lambda: DictLexicon(full))  # no WordNet in tests
+    out = tmp_path / "report"
+    rc = attack_main(["--model", str(folder), "--data-config", str(config), "--recipe", "pwws", "--limit", "8",
+                      "--out", str(out), "--encoder", "none", "--write-tsv", str(tmp_path / "adv")])
+    assert rc == 0
+    report = json.loads((out / "summary.json").read_text())
+    assert report["metrics"]["examples"] == 8 and report["config"]["recipe"] == "pwws"
+    rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and (out / "examples.csv").is_file()
+    texts, labels = read_labelled_file(tmp_path / "adv" / "sst2" / "train.tsv", ["sentence", "label"], 0, 1, None, 2)
+    wins = [r for r in rows if r["status"] == "success"]
+    assert len(texts) == 96 + len(wins) and texts[96:] == [r["perturbed"] for r in wins]
+    assert (tmp_path / "adv" / "sst2" / "test.tsv").is_file()
+
+
+def test_attack_command_bad_input_is_one_line(tmp_path):
+    from support import run_sstkit
+
+    proc = run_sstkit("attack", "--model", str(tmp_path / "none.ckpt"), "--data-config", str(tmp_path / "no.yaml"),
+                      "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--data-config" in proc.stderr and "no such file" in proc.stderr
