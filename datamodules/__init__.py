@@ -1,6 +1,7 @@
 """LightningDataModules, one per dataset, plus the wrappers and loaders they share (installed as sstkit.datamodules)."""
 
 from .agnews import AGNewsDataModule
+from .mixed_corpus import MixedTextCorpusDataModule
 from .planetoid import PlanetoidDataModule
 from .point_scenes import PointScenesDataModule, collate_points
 from .pointcept_scenes import PointceptScenesDataModule
@@ -14,6 +15,7 @@ from .wikitext2 import WikiText2DataModule
 
 __all__ = [
     "AGNewsDataModule",
+    "MixedTextCorpusDataModule",
     "PlanetoidDataModule",
     "PointScenesDataModule",
     "PointceptScenesDataModule",
