@@ -172,7 +172,8 @@ def attack_main(argv: list[str]) -> int:
     metrics["forwards"] = report.forwards
     metrics["queries_per_second"] = sum(r.queries for r in report.results) / max(report.wall_seconds, 1e-9)
     config = {k.replace("-", "_"): v for k, v in vars(args).items()}
-    (out / REPORT).write_text(json.dumps({"config": config, "metrics": metrics,
+    (out / REPORT).write_text(json.dumps({"name": f"attack-{args.recipe}", "seed": args.seed, "status": "finished",
+                                          "config": config, "metrics": metrics,
                                           "timings": {"wall_seconds": time.perf_counter() - start}}, indent=2))
     write_examples(out, report.results)
     if args.write_tsv:
