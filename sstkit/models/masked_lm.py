@@ -99,10 +99,13 @@ class MaskedLM(SstkitModule):
             raise SstkitError(f"backbone '{backbone}': its tokenizer has no mask token")
         self.cls_id, self.sep_id, self.mask_id = tok.cls_token_id, tok.sep_token_id, tok.mask_token_id
         self.vocab = vocab
+        # from_pretrained() returns eval mode and Lightning keeps module modes: set them here.
+        self.mlm.train()
         if freeze_encoder:
             base = getattr(self.mlm, self.mlm.base_model_prefix)
             for p in base.parameters():
                 p.requires_grad_(False)
+            base.eval()  # a frozen encoder gives its features without dropout
             # The decoder is tied to the (frozen) word embeddings: only the head's transform and bias train.
         self.setup_metrics()
 
