@@ -38,16 +38,17 @@ def write(path: Path, name: str, seed: int, config: dict, metrics: dict, results
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--victim", nargs="+", required=True, help="victim checkpoints, one per seed (seed = position)")
-    p.add_argument("--mlm", required=True)
+    p.add_argument("--mlm", default=None, help="masked LM (needed by bae, bert-attack, fba)")
     p.add_argument("--n", type=int, default=50, help="first N SST-2 test sentences per recipe")
     p.add_argument("--speed-n", type=int, default=10, help="sentences of the batched/unbatched PWWS comparison")
     p.add_argument("--recipes", nargs="+", default=list(RECIPES))
     p.add_argument("--root", default="benchmarks/attacks/runs")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-speed", action="store_true", help="skip the batched/unbatched comparison")
     args = p.parse_args()
 
     texts, labels = read_texts(resolve_data_dir(None) / "sst2" / "test.tsv", limit=args.n)
-    mlm = load_mlm(args.mlm, args.batch_size, 128)
+    mlm = load_mlm(args.mlm, args.batch_size, 128) if args.mlm else None
     encoder = SentenceEncoder.load("minilm")
     for seed, ckpt in enumerate(args.victim):
         model, tokenizer, _ = load_victim(ckpt)
@@ -61,6 +62,8 @@ def main() -> None:
             write(Path(args.root) / "attacks" / recipe / f"seed{seed}", f"attack-{recipe}", seed, config, metrics,
                   report.results)
             print(recipe, seed, json.dumps(report.summary), flush=True)
+        if args.no_speed:
+            continue
         # Queries/s of the same PWWS attack, batched and one text per forward, in this run, on the same texts.
         for mode, batch in (("batched", args.batch_size), ("unbatched", 1)):
             victim = Victim(model, tokenizer, batch_size=batch)

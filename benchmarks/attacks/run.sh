@@ -10,7 +10,9 @@ victim=$ROOT/attack-victim-sst2/seed0/checkpoints/last.ckpt
 mlm=$ROOT/minilm-mlm/seed0/checkpoints/last.ckpt
 [[ -f $victim ]] || bash benchmarks/attacks/train_victim.sh 0
 [[ -f $mlm ]] || bash benchmarks/attacks/train_mlm.sh
-python benchmarks/attacks/run.py --victim "$victim" --mlm "$mlm" --n "${N:-50}" --speed-n "${SPEED_N:-10}" \
-  --root "$ROOT" ${RECIPES:+--recipes $RECIPES}
+# PWWS and the speed comparison need no masked LM; the MLM recipes follow.
+python benchmarks/attacks/run.py --victim "$victim" --recipes pwws --n "${N:-50}" --speed-n "${SPEED_N:-10}" --root "$ROOT"
+python benchmarks/attacks/run.py --victim "$victim" --mlm "$mlm" --recipes bae bert-attack fba --n "${N:-50}" \
+  --no-speed --root "$ROOT"
 SSTKIT_RUNS=$ROOT "$SSTKIT" table benchmarks/attacks/spec.yaml
 SSTKIT_RUNS=$ROOT "$SSTKIT" table benchmarks/attacks/spec_speed.yaml
