@@ -63,8 +63,8 @@ class FBAChain:
     """
 
     def __init__(self, lexicon: Lexicon, mlm: MaskedLMPredictor | None, steps: int = 50,
-                 probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3), k: int = 30, beta: float = 10.0,
-                 mu: float = 0.5, encode: Callable[[list[str]], Tensor] | None = None, seed: int = 0) -> None:
+                 probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3), k: int = 30, beta: float = 20.0,
+                 mu: float = 0.2, encode: Callable[[list[str]], Tensor] | None = None, seed: int = 0) -> None:
         p_i, p_s, p_r = probs
         if mlm is None:
             p_i, p_s = 0.0, p_s + p_i
