@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--mlm", default=None, help="masked LM (needed by bae, bert-attack, fba)")
     p.add_argument("--n", type=int, default=50, help="first N SST-2 test sentences per recipe")
     p.add_argument("--speed-n", type=int, default=10, help="sentences of the batched/unbatched PWWS comparison")
-    p.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    p.add_argument("--recipes", nargs="*", default=list(RECIPES), help="none: only the speed comparison")
     p.add_argument("--root", default="benchmarks/attacks/runs")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-speed", action="store_true", help="skip the batched/unbatched comparison")

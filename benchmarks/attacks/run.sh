@@ -10,9 +10,13 @@ victim=$ROOT/attack-victim-sst2/seed0/checkpoints/last.ckpt
 mlm=$ROOT/minilm-mlm/seed0/checkpoints/last.ckpt
 [[ -f $victim ]] || bash benchmarks/attacks/train_victim.sh 0
 [[ -f $mlm ]] || bash benchmarks/attacks/train_mlm.sh
-# PWWS and the speed comparison need no masked LM; the MLM recipes follow.
-python benchmarks/attacks/run.py --victim "$victim" --recipes pwws --n "${N:-50}" --speed-n "${SPEED_N:-10}" --root "$ROOT"
-python benchmarks/attacks/run.py --victim "$victim" --mlm "$mlm" --recipes bae bert-attack fba --n "${N:-50}" \
-  --no-speed --root "$ROOT"
+# One process per recipe, side by side (same load for all; s/example includes that contention), and the
+# batched-vs-unbatched comparison.
+python benchmarks/attacks/run.py --victim "$victim" --recipes --speed-n "${SPEED_N:-10}" --root "$ROOT" &
+for recipe in ${RECIPES:-pwws bae bert-attack fba}; do
+  python benchmarks/attacks/run.py --victim "$victim" --mlm "$mlm" --recipes "$recipe" --n "${N:-50}" --no-speed \
+    --root "$ROOT" &
+done
+wait
 SSTKIT_RUNS=$ROOT "$SSTKIT" table benchmarks/attacks/spec.yaml
 SSTKIT_RUNS=$ROOT "$SSTKIT" table benchmarks/attacks/spec_speed.yaml
