@@ -113,10 +113,13 @@ class GreedyWIR:
         scores = torch.tensor([s.score for s in problem.evaluate(probes)])
         if self.wir == "weighted-saliency":
             saliency = torch.softmax(scores, dim=0)
-            delta = []
-            for i in indices:
-                swaps = problem.candidates(text, [i])
-                delta.append(max((s.score for s in problem.evaluate(swaps)), default=0.0))
+            # The swaps of every word are scored in one victim call (full batches), then split per word.
+            swaps = [problem.candidates(text, [i]) for i in indices]
+            flat = problem.evaluate([c for group in swaps for c in group])
+            delta, start = [], 0
+            for group in swaps:
+                delta.append(max((s.score for s in flat[start:start + len(group)]), default=0.0))
+                start += len(group)
             scores = saliency * torch.tensor(delta)
         ranked = sorted(range(len(indices)), key=lambda j: -float(scores[j]))
         return [indices[j] for j in ranked]
