@@ -1,6 +1,6 @@
 """Attack benchmark: PWWS, BAE, BERT-Attack and FBA on a MiniLM SST-2 victim, plus batched vs unbatched queries/s.
 
-Writes one ``summary.json`` per (recipe, victim seed) under ``$ROOT/attacks/<recipe>/seed<s>/`` and one per query
+Writes one ``summary.json`` per (recipe, N, victim seed) under ``$ROOT/attacks/<recipe>-n<N>/seed<s>/`` and one per query
 mode under ``$ROOT/attacks-speed/<mode>/seed<s>/``, with per-example ``examples.jsonl``; then
 ``sstkit table benchmarks/attacks/spec.yaml`` and ``spec_speed.yaml`` render the tables.
 
@@ -59,7 +59,7 @@ def main() -> None:
             config = {"recipe": recipe, "victim": ckpt, "n": args.n, "batch_size": args.batch_size,
                       "options": built.options}
             metrics = {**report.summary, "forwards": report.forwards}
-            write(Path(args.root) / "attacks" / recipe / f"seed{seed}", f"attack-{recipe}", seed, config, metrics,
+            write(Path(args.root) / "attacks" / f"{recipe}-n{args.n}" / f"seed{seed}", f"attack-{recipe}", seed, config, metrics,
                   report.results)
             print(recipe, seed, json.dumps(report.summary), flush=True)
         if args.no_speed:
