@@ -2,6 +2,7 @@
 
 from .agnews import AGNewsDataModule
 from .column_corpus import ColumnCorpusDataModule
+from .mixed_corpus import MixedTextCorpusDataModule
 from .planetoid import PlanetoidDataModule
 from .point_scenes import PointScenesDataModule, collate_points
 from .pointcept_scenes import PointceptScenesDataModule
@@ -16,6 +17,7 @@ from .wikitext2 import WikiText2DataModule
 __all__ = [
     "AGNewsDataModule",
     "ColumnCorpusDataModule",
+    "MixedTextCorpusDataModule",
     "PlanetoidDataModule",
     "PointScenesDataModule",
     "PointceptScenesDataModule",

@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 # Public short names -> the package that defines them (kept equal to those packages' __all__ by a test).
 _LAZY_NAMES: dict[str, str] = {
     **dict.fromkeys(
-        ["CausalLM", "HyperbolicGNN", "PointSegmenter", "SstkitModule", "StepOutput", "TextClassifier"],
+        ["CausalLM", "HyperbolicGNN", "MaskedLM", "PointSegmenter", "SstkitModule", "StepOutput", "TextClassifier"],
         "sstkit.models",
     ),
     **dict.fromkeys(
@@ -31,6 +31,7 @@ _LAZY_NAMES: dict[str, str] = {
         "sstkit.datamodules",
     ),
     "ColumnCorpusDataModule": "sstkit.datamodules",
+    "MixedTextCorpusDataModule": "sstkit.datamodules",
 }
 _SUBPACKAGES = ("bench", "callbacks", "cli", "commands", "datamodules", "functional", "models", "nn", "optim")
 

@@ -40,6 +40,7 @@ COMMANDS: dict[str, Command] = {
     "data": Command("sstkit.commands.data:data_main", "download the data sets into the layout sstkit reads"),
     "explain": Command("sstkit.commands.explain:explain_main", "CD-T local explanations of a classifier"),
     "ood": Command("sstkit.commands.ood:ood_main", "OOD scores (LM / MLKD perplexity) and AUROC, AUPR, FAR95"),
+    "attack": Command("sstkit.commands.attack:attack_main", "adversarial word substitution: PWWS, BAE, BERT-Attack, FBA"),
 }
 
 # Names that used to be defined here; they now live with LightningCLI in sstkit.commands.trainer.

@@ -1,0 +1,185 @@
+"""``sstkit attack``: adversarial word substitution (PWWS, BAE, BERT-Attack, FBA) on a trained text classifier.
+
+Example::
+
+    sstkit attack --model runs/bert-sst2-finetune/seed0/checkpoints/last.ckpt \\
+        --data-config configs/bert/sst2/finetune.yaml --recipe pwws --split test --limit 200 --out runs/attacks/pwws
+    sstkit attack ... --recipe bae --mlm runs/minilm-mlm/seed0/checkpoints/last.ckpt --write-tsv runs/adv_data
+
+``--out`` gets ``summary.json`` (config + the metrics ``sstkit table`` reads), ``examples.jsonl`` and
+``examples.csv``. ``--write-tsv DIR`` writes ``DIR/<dataset>/``: the data config's files, with the successful
+adversarial texts (gold labels) appended to the training file, so the same config retrains on them with
+``--data.init_args.data_dir DIR`` (attack → augment → retrain → attack again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sstkit.errors import SstkitError
+
+REPORT = "summary.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sstkit.functional.attacks.recipes import RECIPES
+
+    p = argparse.ArgumentParser(prog="sstkit attack", description="Adversarial word-substitution attacks.")
+    p.add_argument("--model", required=True, help="classifier: sstkit .ckpt, exported folder, or HF model name/path")
+    p.add_argument("--data-config", required=True, help="a training config whose `data:` section names the data")
+    p.add_argument("--recipe", choices=RECIPES, default="pwws")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--limit", type=int, default=None, help="attack the first N examples of the split")
+    p.add_argument("--offset", type=int, default=0, help="skip the first N examples")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--data-dir", default=None, help="data folder (default: the config's, else $SSTKIT_DATA)")
+    p.add_argument("--mlm", default=None, help="masked LM for bae / bert-attack / fba: sstkit MaskedLM .ckpt, "
+                                               "folder or HF name (bert-base-uncased where a network is)")
+    p.add_argument("--encoder", default="minilm", help="sentence encoder for similarity ('none' to skip)")
+    p.add_argument("--k", type=int, default=None, help="MLM candidates per word (bae 50, bert-attack 48, fba 30)")
+    p.add_argument("--similarity", type=float, default=None, help="override the recipe's similarity threshold")
+    p.add_argument("--max-percent", type=float, default=None, help="override the share of words that may change")
+    p.add_argument("--fba-steps", type=int, default=50, help="FBA chain length per example")
+    p.add_argument("--query-budget", type=int, default=None, help="victim queries per example")
+    p.add_argument("--batch-size", type=int, default=32, help="victim texts per forward (1: unbatched)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--perplexity", action="store_true", help="pseudo-perplexity under --mlm of successful examples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--write-tsv", default=None, metavar="DIR", help="write an adversarially augmented data folder")
+    p.add_argument("--tag", default="", help="free text stored in the report's config")
+    return p
+
+
+def load_datamodule(config_path: str, data_dir: str | None) -> Any:
+    """The data module a training config describes (class_path + init_args), without building a model."""
+    path = Path(config_path)
+    if not path.is_file():
+        raise SstkitError(f"--data-config {path}: no such file")
+    config = yaml.safe_load(path.read_text()) or {}
+    data = config.get("data")
+    if not isinstance(data, dict) or "class_path" not in data:
+        raise SstkitError(f"--data-config {path}: no `data: {{class_path: …, init_args: …}}` section")
+    module_name, _, cls_name = str(data["class_path"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as err:
+        raise SstkitError(f"--data-config {path}: data.class_path {data['class_path']!r} cannot be imported") from err
+    kwargs = dict(data.get("init_args") or {})
+    if data_dir is not None:
+        kwargs["data_dir"] = data_dir
+    dm = cls(**kwargs)
+    if not hasattr(dm, "read_split"):
+        raise SstkitError(f"--data-config {path}: {cls_name} is not a text classification data module")
+    return dm
+
+
+def load_victim(name: str) -> tuple[Any, Any, str]:
+    """(model, tokenizer, backbone) from an sstkit checkpoint / exported folder or a Hugging Face classifier."""
+    from sstkit.commands.classifier_io import META_FILE, backbone_of, load_classifier
+    from sstkit.loaders import load_tokenizer
+
+    path = Path(name)
+    if path.suffix == ".ckpt" or (path.is_dir() and (path / META_FILE).is_file()):
+        model = load_classifier(path)
+        source = str(path) if path.is_dir() else backbone_of(model)
+        return model, load_tokenizer(source), source
+    try:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(name), load_tokenizer(name), name
+    except OSError as err:
+        raise SstkitError(f"--model {name}: not an sstkit checkpoint (.ckpt), exported classifier folder or "
+                          f"Hugging Face sequence classifier ({str(err).splitlines()[0]})") from err
+
+
+def write_examples(out: Path, results: list[Any]) -> None:
+    rows = [r.as_dict() for r in results]
+    with (out / "examples.jsonl").open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    with (out / "examples.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["original"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_augmented(dm: Any, results: list[Any], target: Path) -> Path:
+    """``target/<dataset>/``: the data module's files, adversarial successes appended to the training file."""
+    folder = target / dm.dataset_name
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, name in dm.files.items():
+        if name and split != "train" and (dm.root / name).is_file():
+            shutil.copyfile(dm.root / name, folder / name)
+    train = dm.files.get("train")
+    if not train:
+        raise SstkitError("--write-tsv: the data config has no training file to augment")
+    shutil.copyfile(dm.root / train, folder / train)
+    names = dm.opts.label_names
+    with (folder / train).open("a", encoding="utf-8") as f:
+        for r in results:
+            if r.status == "success":
+                label = names[r.label] if names else r.label
+                f.write(f"{r.perturbed.replace(chr(9), ' ')}\t{label}\n")
+    return folder
+
+
+def attack_main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from sstkit.commands.classifier_io import resolve_device
+    from sstkit.functional.attacks.constraints import SentenceEncoder
+    from sstkit.functional.attacks.recipes import NEEDS_MLM, build_recipe, load_mlm, run_recipe
+    from sstkit.functional.attacks.victim import Victim
+
+    if args.recipe in NEEDS_MLM and not args.mlm:
+        raise SstkitError(f"--recipe {args.recipe} needs --mlm (an sstkit MaskedLM checkpoint, e.g. from "
+                          "configs/bert/mlm/minilm_mlm.yaml, or a Hugging Face masked LM)")
+    device = resolve_device(args.device)
+    dm = load_datamodule(args.data_config, args.data_dir)
+    if not dm.files.get(args.split):
+        raise SstkitError(f"--split {args.split}: the data config has no {args.split} file")
+    texts, labels = dm.read_split(args.split)
+    end = None if args.limit is None else args.offset + args.limit
+    texts, labels = texts[args.offset:end], labels[args.offset:end]
+    model, tokenizer, _ = load_victim(args.model)
+    model.to(device)
+    mlm = load_mlm(args.mlm, args.batch_size, args.max_length) if args.mlm else None
+    if mlm is not None:
+        mlm.model.to(device)
+        mlm.device = device
+    encoder = None if args.encoder == "none" else SentenceEncoder.load(args.encoder)
+    recipe = build_recipe(args.recipe, mlm=mlm, encode=encoder, k=args.k, similarity=args.similarity,
+                          max_percent=args.max_percent, fba_steps=args.fba_steps, seed=args.seed)
+    victim = Victim(model, tokenizer, batch_size=args.batch_size, max_length=args.max_length, device=device)
+    start = time.perf_counter()
+    report = run_recipe(recipe, victim, texts, labels, query_budget=args.query_budget, encode=encoder,
+                        perplexity=mlm if args.perplexity else None,
+                        progress=lambda n: print(f"\r{n}/{len(texts)}", end="", file=sys.stderr, flush=True))
+    print(file=sys.stderr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = dict(report.summary)
+    metrics["forwards"] = report.forwards
+    metrics["queries_per_second"] = sum(r.queries for r in report.results) / max(report.wall_seconds, 1e-9)
+    config = {k.replace("-", "_"): v for k, v in vars(args).items()}
+    (out / REPORT).write_text(json.dumps({"name": f"attack-{args.recipe}", "seed": args.seed, "status": "finished",
+                                          "config": config, "metrics": metrics,
+                                          "timings": {"wall_seconds": time.perf_counter() - start}}, indent=2))
+    write_examples(out, report.results)
+    if args.write_tsv:
+        folder = write_augmented(dm, report.results, Path(args.write_tsv))
+        print(f"augmented data: {folder} (retrain with --data.init_args.data_dir {args.write_tsv})")
+    s = report.summary
+    print(f"{args.recipe}: success {s['attack_success_rate']}, accuracy under attack {s['accuracy_under_attack']}, "
+          f"skipped {s['skipped']}, mean queries {s['queries']} -> {out / REPORT}")
+    return 0
