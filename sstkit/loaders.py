@@ -61,3 +61,24 @@ def load_tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 
     return _load("tokenizer", AutoTokenizer.from_pretrained, name, use_fast=True)
+
+
+def build_masked_lm(backbone: str, pretrained: bool, config_overrides: dict[str, Any] | None) -> Any:
+    """An ``AutoModelForMaskedLM`` with the backbone's encoder; missing head weights are initialised and the
+    decoder is tied to the input embeddings."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    name = resolve_backbone(backbone)
+    config = AutoConfig.from_pretrained(name, **(config_overrides or {}))
+    config.tie_word_embeddings = True
+    if not pretrained:
+        return AutoModelForMaskedLM.from_config(config)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # "cls.predictions.* newly initialized" is expected here
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(name, config=config)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    model.tie_weights()
+    return model

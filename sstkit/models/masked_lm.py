@@ -31,31 +31,10 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from sstkit.errors import SstkitError
-from sstkit.loaders import load_tokenizer, resolve_backbone
+from sstkit.loaders import build_masked_lm, load_tokenizer
 from sstkit.models.base import SstkitModule, StepOutput
 
 IGNORE_INDEX = -100
-
-
-def build_masked_lm(backbone: str, pretrained: bool, config_overrides: dict[str, Any] | None) -> torch.nn.Module:
-    """An ``AutoModelForMaskedLM`` with the backbone's encoder; missing head weights are initialised and the
-    decoder is tied to the input embeddings."""
-    import transformers
-    from transformers import AutoConfig, AutoModelForMaskedLM
-
-    name = resolve_backbone(backbone)
-    config = AutoConfig.from_pretrained(name, **(config_overrides or {}))
-    config.tie_word_embeddings = True
-    if not pretrained:
-        return AutoModelForMaskedLM.from_config(config)
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # "cls.predictions.* newly initialized" is expected here
-    try:
-        model = AutoModelForMaskedLM.from_pretrained(name, config=config)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    model.tie_weights()
-    return model
 
 
 class MaskedLM(SstkitModule):

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from sstkit.functional.attacks.constraints import (
@@ -184,13 +185,17 @@ def attack(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels: Seque
 def load_mlm(name: str, batch_size: int = 32, max_length: int = 128) -> MaskedLMPredictor:
     """A :class:`MaskedLMPredictor` from an sstkit ``MaskedLM`` checkpoint (.ckpt) or a Hugging Face name / path."""
     from sstkit.errors import SstkitError
-    from sstkit.loaders import load_tokenizer
+    from sstkit.loaders import build_masked_lm, load_tokenizer
 
     if name.endswith(".ckpt"):
-        from sstkit.models.masked_lm import MaskedLM  # Lightning only here, for checkpoints
-
-        model = MaskedLM.load_trained(name)
-        return MaskedLMPredictor(model.mlm, load_tokenizer(model.hparams["backbone"]), batch_size, max_length)
+        # An sstkit MaskedLM checkpoint: its ``mlm.*`` weights rebuilt on the backbone's config, without Lightning.
+        ckpt = torch.load(name, map_location="cpu", weights_only=False)
+        hp = dict(ckpt.get("hyper_parameters") or {})
+        if "backbone" not in hp or "state_dict" not in ckpt:
+            raise SstkitError(f"{name}: not a checkpoint of an sstkit MaskedLM (no backbone / state_dict)")
+        model = build_masked_lm(hp["backbone"], False, hp.get("config_overrides"))
+        model.load_state_dict({k[len("mlm."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("mlm.")})
+        return MaskedLMPredictor(model.eval(), load_tokenizer(hp["backbone"]), batch_size, max_length)
     try:
         from transformers import AutoModelForMaskedLM
 
