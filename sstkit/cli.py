@@ -165,6 +165,7 @@ EXTRA_COMMANDS: dict[str, str] = {
     "delta": "sstkit.commands.delta:delta_main",
     "patch": "sstkit.commands.patch:patch_main",
     "quantize": "sstkit.quantize_cmd:quantize_main",
+    "safety": "sstkit.commands.safety:safety_main",
 }
 
 

@@ -42,11 +42,11 @@ def tiny_lm(kind: str = "llama", seed: int = 0) -> Any:
     torch.manual_seed(seed)
     if kind == "llama":
         config = LlamaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+                             num_key_value_heads=2, intermediate_size=64, max_position_embeddings=1024,
                              bos_token_id=0, eos_token_id=2, pad_token_id=1)
         return LlamaForCausalLM(config).eval()
     config = OPTConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
-                       word_embed_proj_dim=32, max_position_embeddings=256, bos_token_id=0, eos_token_id=2,
+                       word_embed_proj_dim=32, max_position_embeddings=1024, bos_token_id=0, eos_token_id=2,
                        pad_token_id=1)
     return OPTForCausalLM(config).eval()
 
