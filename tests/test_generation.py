@@ -109,3 +109,16 @@ def test_packaged_smollm2_answers() -> None:
     chat = HFChatModel.load("smollm2")
     out = chat.generate(["What is the capital of France?"], GenerationSettings(max_new_tokens=16))
     assert "Paris" in out[0].text
+
+
+def test_causal_lm_family_loads_any_pretrained_causal_lm(tmp_path) -> None:  # noqa: ANN001
+    from chat_fixtures import tiny_lm
+
+    from sstkit.models import CausalLM
+
+    tiny_lm("llama").save_pretrained(tmp_path / "llama")
+    model = CausalLM(pretrained=str(tmp_path / "llama"))
+    assert type(model.lm).__name__ == "LlamaForCausalLM" and model.lm.training
+    assert model(torch.tensor([[0, 5, 9]])).shape[:2] == (1, 3)
+    with pytest.raises(SstkitError, match="model.pretrained=.*from scratch"):
+        CausalLM(pretrained=str(tmp_path / "absent"))
