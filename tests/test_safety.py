@@ -189,3 +189,13 @@ def test_safety_run_bad_input_exits_cleanly(tmp_path: Path, capsys: pytest.Captu
         main(["safety", "run", "--model", "smollm2", "--suite", str(tmp_path / "nope.csv"), "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "nope.csv: no such file" in capsys.readouterr().err
+
+
+def test_unknown_judge_fails_before_the_model_loads(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from sstkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["safety", "run", "--model", str(tmp_path / "no-model"), "--suite", "over-refusal",
+              "--judges", "keyword,gpt", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--judges keyword,gpt: expected a comma-separated subset" in capsys.readouterr().err

@@ -43,16 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def judge_names(names: str) -> list[str]:
+    """The judge names of ``--judges``, checked."""
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    if not wanted or set(wanted) - set(JUDGES):
+        raise SstkitError(f"--judges {names}: expected a comma-separated subset of {','.join(JUDGES)}")
+    return wanted
+
+
 def make_judges(names: str, model: str, backend: Any, judge_model: str | None) -> list[Any]:
     """The judges named in ``names``; the LLM judge reuses ``backend`` when it is the same model."""
     from sstkit.functional.safety.judges import ClassifierJudge, KeywordJudge, LLMJudge
 
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = sorted(set(wanted) - set(JUDGES))
-    if unknown or not wanted:
-        raise SstkitError(f"--judges {names}: expected a comma-separated subset of {','.join(JUDGES)}")
     judges: list[Any] = []
-    for name in wanted:
+    for name in judge_names(names):
         if name == "keyword":
             judges.append(KeywordJudge())
         elif name == "classifier":
@@ -74,6 +78,7 @@ def safety_main(argv: list[str]) -> int:
 
     # Check every input before the slow model load.
     resolve_system_prompt(args.system_prompt)
+    judge_names(args.judges)
     suite = load_suite(args.suite, limit=args.limit, seed=args.seed)
     benign = [] if args.over_refusal == "none" else load_suite(args.over_refusal)
     human = HumanLabels(args.labels) if args.labels else None
