@@ -199,3 +199,22 @@ def test_unknown_judge_fails_before_the_model_loads(tmp_path: Path, capsys: pyte
               "--judges", "keyword,gpt", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "--judges keyword,gpt: expected a comma-separated subset" in capsys.readouterr().err
+
+
+class Scoring(Scripted):
+    """A backend that also scores replies: "Yes" is likelier exactly when the request holds "risky"."""
+
+    def score(self, prompts, replies, system=None):  # noqa: ANN001, ANN201
+        return [(-1.0 if (reply == "Yes") == ("risky" in prompt) else -3.0, 1)
+                for prompt, reply in zip(prompts, replies, strict=True)]
+
+
+def test_llm_judge_compares_answer_likelihoods_when_it_can() -> None:
+    judge = LLMJudge(Scoring(["unused"]))
+    assert judge.mode == "choice"
+    verdicts = judge.judge([Case("1", "risky placeholder", "r"), Case("2", "plain placeholder", "r")])
+    assert [v.unsafe for v in verdicts] == [True, False]
+    assert verdicts[0].score == pytest.approx(1 / (1 + 2.718281828459045 ** -2))
+    assert LLMJudge(Scoring(["No."]), mode="parse").judge([Case("1", "risky", "r")])[0].unsafe is False
+    with pytest.raises(SstkitError, match="mode"):
+        LLMJudge(Scripted(["x"]), mode="vote")
