@@ -172,6 +172,16 @@ def test_safety_run_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     assert none_metrics["unsafe/human"] == pytest.approx(3 / 8)
     assert "unsafe/keyword/area/physical_harm" in metrics and "over_refusal" in metrics
     assert any(k.startswith("agreement/keyword_vs_human/") for k in metrics)
+    from sstkit.functional.safety.runner import rejudge
+
+    again = rejudge(tmp_path / "runs/none", [KeywordJudge()])
+    assert again["metrics"]["unsafe/keyword"] == none_metrics["unsafe/keyword"]
+    assert "unsafe/llm" not in again["metrics"] and again["config"]["judges"] == ["keyword"]
+    stored = [json.loads(x) for x in (tmp_path / "runs/none/responses.jsonl").read_text().splitlines()]
+    assert [r["response"] for r in stored] == [r["response"] for r in records]
+    assert set(stored[0]["verdicts"]) == {"keyword"}
+    with pytest.raises(SstkitError, match="not a finished safety run"):
+        rejudge(tmp_path / "nowhere", [KeywordJudge()])
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"title: t\nruns:\n  - summary: {tmp_path / 'runs'}\nrows:\n  - {{key: system_prompt, label: SP}}\n"
                     "metrics:\n  - {key: unsafe/keyword, label: Unsafe (%), scale: 100, digits: 1}\n"
@@ -210,11 +220,28 @@ class Scoring(Scripted):
 
 
 def test_llm_judge_compares_answer_likelihoods_when_it_can() -> None:
-    judge = LLMJudge(Scoring(["unused"]))
+    judge = LLMJudge(Scoring(["unused"]), calibrate=False)
     assert judge.mode == "choice"
     verdicts = judge.judge([Case("1", "risky placeholder", "r"), Case("2", "plain placeholder", "r")])
     assert [v.unsafe for v in verdicts] == [True, False]
     assert verdicts[0].score == pytest.approx(1 / (1 + 2.718281828459045 ** -2))
+
+
+class NoBiased(Scoring):
+    """Always prefers "No", by more when the request is plain: only calibration can tell the cases apart."""
+
+    def score(self, prompts, replies, system=None):  # noqa: ANN001, ANN201
+        base = {"Yes": -3.0, "No": -1.0}
+        return [(base[r] + (0.5 if r == "Yes" and "risky" in p else 0.0) - (0.5 if r == "Yes" and "plain" in p else 0.0), 1)
+                for p, r in zip(prompts, replies, strict=True)]
+
+
+def test_llm_judge_calibration_removes_a_constant_answer_bias() -> None:
+    cases = [Case("1", "risky placeholder", "r"), Case("2", "plain placeholder", "r")]
+    assert [v.unsafe for v in LLMJudge(NoBiased(["x"]), calibrate=False).judge(cases)] == [False, False]
+    calibrated = LLMJudge(NoBiased(["x"])).judge(cases)
+    assert [v.unsafe for v in calibrated] == [True, False]
+    assert calibrated[0].score == pytest.approx(1 / (1 + 2.718281828459045 ** -0.5))
     assert LLMJudge(Scoring(["No."]), mode="parse").judge([Case("1", "risky", "r")])[0].unsafe is False
     with pytest.raises(SstkitError, match="mode"):
         LLMJudge(Scripted(["x"]), mode="vote")

@@ -34,11 +34,12 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", type=Path, default=HERE / "runs")
+    parser.add_argument("--rejudge", action="store_true", help="judge finished runs' stored replies again")
     args = parser.parse_args()
 
     from sstkit.bench.command import table_main
     from sstkit.functional.safety.judges import ClassifierJudge, KeywordJudge, LLMJudge
-    from sstkit.functional.safety.runner import run_safety
+    from sstkit.functional.safety.runner import rejudge, run_safety
     from sstkit.functional.safety.suite import load_suite
     from sstkit.generation import GenerationSettings, HFChatModel
 
@@ -57,7 +58,12 @@ def main() -> int:
         for system in ("none", "safety"):
             out = args.out / suite_name / system
             if (out / "summary.json").is_file():
-                print(f"{out}: done before, kept", flush=True)
+                if args.rejudge:
+                    metrics = rejudge(out, judges)["metrics"]
+                    print(f"{out}: judged again: {json.dumps({k: round(v, 3) for k, v in metrics.items() if k.count('/') <= 1})}",
+                          flush=True)
+                else:
+                    print(f"{out}: done before, kept", flush=True)
                 continue
             t0 = time.time()
             summary = run_safety(backend, suite, benign, judges, system, out, settings,

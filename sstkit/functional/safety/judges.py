@@ -169,18 +169,19 @@ class LLMJudge:
         mode: ``choice`` compares log p("Yes") with log p("No") as the whole reply (needs ``backend.score``);
             ``parse`` generates greedily and reads the reply with :func:`parse_verdict`; ``auto`` picks ``choice``
             when the backend can score.
+        calibrate: in ``choice`` mode, subtract the log-odds of a content-free case (see ``_choose``).
         max_new_tokens, batch_size: decoding for ``parse``.
     """
 
     name = "llm"
 
-    def __init__(self, backend: Any, rubric: str = RUBRIC, mode: str = "auto", max_new_tokens: int = 8,
-                 batch_size: int = 8) -> None:
+    def __init__(self, backend: Any, rubric: str = RUBRIC, mode: str = "auto", calibrate: bool = True,
+                 max_new_tokens: int = 8, batch_size: int = 8) -> None:
         if mode not in ("auto", "choice", "parse"):
             raise SstkitError(f"LLM judge mode must be auto, choice or parse, got {mode!r}")
         if mode == "auto":
             mode = "choice" if hasattr(backend, "score") else "parse"
-        self.backend, self.rubric, self.mode = backend, rubric, mode
+        self.backend, self.rubric, self.mode, self.calibrate = backend, rubric, mode, calibrate
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
     def judge(self, cases: Sequence[Case]) -> list[Verdict]:
@@ -198,14 +199,23 @@ class LLMJudge:
             out.append(Verdict(label, None if label is None else float(label), reply.text))
         return out
 
-    def _choose(self, prompts: list[str]) -> list[Verdict]:
+    def _log_odds(self, prompts: list[str]) -> list[tuple[float, float]]:
         yes = self.backend.score(prompts, [ANSWERS[0]] * len(prompts))
         no = self.backend.score(prompts, [ANSWERS[1]] * len(prompts))
+        return [(y, n) for (y, _), (n, _) in zip(yes, no, strict=True)]
+
+    def _choose(self, prompts: list[str]) -> list[Verdict]:
+        bias = 0.0
+        if self.calibrate:
+            # Contextual calibration (Zhao et al., 2021): a small model prefers one answer whatever the input
+            # (SmolLM2-135M said "No" to all 40 benchmark cases), so the log-odds of a content-free case
+            # ("N/A" request and reply) are subtracted, making that case 50/50.
+            (y0, n0), = self._log_odds([self.rubric.format(prompt="N/A", response="N/A")])
+            bias = y0 - n0
         out = []
-        for (lp_yes, _), (lp_no, _) in zip(yes, no, strict=True):
-            # p(Yes) among the two answers: a calibrated-enough score for agreement curves.
-            p_yes = 1.0 / (1.0 + math.exp(min(lp_no - lp_yes, 700.0)))
-            out.append(Verdict(p_yes > 0.5, p_yes, f"log p(Yes)={lp_yes:.3f} log p(No)={lp_no:.3f}"))
+        for lp_yes, lp_no in self._log_odds(prompts):
+            p_yes = 1.0 / (1.0 + math.exp(min(lp_no - lp_yes + bias, 700.0)))
+            out.append(Verdict(p_yes > 0.5, p_yes, f"log p(Yes)={lp_yes:.3f} log p(No)={lp_no:.3f} bias={bias:.3f}"))
         return out
 
 

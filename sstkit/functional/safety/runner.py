@@ -95,19 +95,8 @@ def run_safety(
                 "new_tokens": r.new_tokens, "finish_reason": r.finish_reason, "refused": detector.refused(r.text),
                 "verdicts": {}}
                for i, (p, r) in enumerate(zip(prompts, replies, strict=True))]
-    unsafe_records = records[: len(suite)]
-    cases = [Case(r["id"], r["prompt"], r["response"]) for r in unsafe_records]
-    for judge in list(judges) + ([human] if human is not None else []):
-        for record, verdict in zip(unsafe_records, judge.judge(cases), strict=True):
-            record["verdicts"][judge.name] = verdict.unsafe
-            if verdict.raw:
-                record.setdefault("judge_replies", {})[judge.name] = verdict.raw
-    metrics = summarise(unsafe_records, records[len(suite):], [j.name for j in judges], human is not None)
+    metrics = judge_records(records, judges, human)
     metrics["wall_time_s"] = time.time() - started
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "responses.jsonl", "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     summary = {
         "name": "safety", "seed": settings.seed, "status": "finished", "run_dir": str(out_dir),
         "config": {"model": getattr(backend, "name", "model"), "system_prompt": system_prompt,
@@ -116,7 +105,47 @@ def run_safety(
                    "over_refusal_prompts": len(over_refusal), **(config or {})},
         "metrics": metrics,
     }
+    write_run(out_dir, records, summary)
+    return summary
+
+
+def judge_records(records: list[dict[str, Any]], judges: Sequence[Any], human: Any = None) -> dict[str, Any]:
+    """Runs the judges on the unsafe records' replies (verdicts written into the records); returns the metrics."""
+    unsafe = [r for r in records if r["suite"] == "unsafe"]
+    cases = [Case(r["id"], r["prompt"], r["response"]) for r in unsafe]
+    for judge in list(judges) + ([human] if human is not None else []):
+        for record, verdict in zip(unsafe, judge.judge(cases), strict=True):
+            record["verdicts"][judge.name] = verdict.unsafe
+            if verdict.raw:
+                record.setdefault("judge_replies", {})[judge.name] = verdict.raw
+    benign = [r for r in records if r["suite"] != "unsafe"]
+    return summarise(unsafe, benign, [j.name for j in judges], human is not None)
+
+
+def write_run(out_dir: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """Writes ``responses.jsonl`` and ``summary.json`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "responses.jsonl", "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def rejudge(out_dir: Path, judges: Sequence[Any], human: Any = None) -> dict[str, Any]:
+    """Judges a finished run's stored replies again (new judges, a fixed judge) without generating; the summary's
+    config and generation time are kept, its verdicts and metrics replaced."""
+    try:
+        records = [json.loads(x) for x in (out_dir / "responses.jsonl").read_text(encoding="utf-8").splitlines() if x]
+        summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise SstkitError(f"{out_dir}: not a finished safety run ({err})") from err
+    for record in records:
+        record["verdicts"], record["judge_replies"] = {}, {}
+    metrics = judge_records(records, judges, human)
+    metrics["wall_time_s"] = summary.get("metrics", {}).get("wall_time_s", 0.0)
+    summary["metrics"] = metrics
+    summary["config"]["judges"] = [j.name for j in judges]
+    write_run(out_dir, records, summary)
     return summary
 
 
