@@ -144,7 +144,7 @@ def test_system_prompts(tmp_path: Path) -> None:
 
 def test_safety_run_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from sstkit.bench.command import table_main
-    from sstkit.cli import run_extra_command
+    from sstkit.cli import COMMANDS, run_command
 
     model_dir = tmp_path / "tiny-chat"
     tiny_lm("llama").save_pretrained(model_dir)
@@ -153,7 +153,7 @@ def test_safety_run_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     (tmp_path / "labels.jsonl").write_text("".join(json.dumps({"id": f"sst_{i:03d}", "label": i % 3 == 0}) + "\n"
                                                    for i in range(8)))
     for system in ("none", "safety"):
-        code = run_extra_command("safety", [
+        code = run_command(COMMANDS["safety"].target, [
             "run", "--model", str(model_dir), "--suite", str(suite), "--system-prompt", system,
             "--out", str(tmp_path / "runs" / system), "--judges", "keyword,classifier,llm",
             "--labels", str(tmp_path / "labels.jsonl"), "--max-new-tokens", "6", "--batch-size", "4"])
