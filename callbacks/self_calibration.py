@@ -48,7 +48,6 @@ class SelfCalibration(L.Callback):
             raise SstkitError(f"SelfCalibration.ema_decay must be in [0, 1), got {ema_decay}")
         self.alpha_max, self.ramp_steps = alpha_max, ramp_steps
         self.ema = EmaWeights(ema_decay)
-        self._seen_step = -1
         self._total = 1
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -74,13 +73,10 @@ class SelfCalibration(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if trainer.global_step != self._seen_step:  # one update per optimizer step
-            self._seen_step = trainer.global_step
-            self.ema.update(pl_module)
+        self.ema.update_once(pl_module, trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ema": self.ema.state_dict(), "seen_step": self._seen_step}
+        return {"ema": self.ema.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.ema.load_state_dict(state_dict.get("ema", {}))
-        self._seen_step = int(state_dict.get("seen_step", -1))

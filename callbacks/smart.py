@@ -63,7 +63,6 @@ class SMART(L.Callback):
         self.bregman_weight = bregman_weight
         self.ema = EmaWeights(ema_decay)
         self.perturb: EmbeddingPerturbation | None = None
-        self._seen_step = -1
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require_sstkit_module(pl_module, "SMART")
@@ -87,13 +86,11 @@ class SMART(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         # One EMA update per optimizer step (not per micro-batch under gradient accumulation).
-        if self.bregman_weight > 0 and trainer.global_step != self._seen_step:
-            self._seen_step = trainer.global_step
-            self.ema.update(pl_module)
+        if self.bregman_weight > 0:
+            self.ema.update_once(pl_module, trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ema": self.ema.state_dict(), "seen_step": self._seen_step}
+        return {"ema": self.ema.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.ema.load_state_dict(state_dict.get("ema", {}))
-        self._seen_step = int(state_dict.get("seen_step", -1))

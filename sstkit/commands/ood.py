@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from sstkit.commands.classifier_io import read_checkpoint, resolve_device
+from sstkit.commands.config_file import import_class, load_config
 from sstkit.errors import SstkitError
 from sstkit.functional.ood.metrics import METRICS, ood_metrics
 from sstkit.functional.ood.scores import lm_scores
@@ -85,26 +84,8 @@ def load_causal_lm(path: str) -> Any:
 
 
 def _tokenizer(config_path: str, overrides: list[str]) -> Any:
-    if not Path(config_path).is_file():
-        raise SstkitError(f"--data-config {config_path}: no such file")
-    config = yaml.safe_load(Path(config_path).read_text()) or {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SstkitError(f"--set {item!r}: expected KEY=VALUE")
-        *parents, last = key.split(".")
-        node = config
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(raw)
-    data = config.get("data")
-    if not isinstance(data, dict) or "class_path" not in data:
-        raise SstkitError(f"--data-config {config_path}: needs a 'data' section with a class_path")
-    module, _, name = data["class_path"].rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module or "sstkit.datamodules"), name)
-    except (ImportError, AttributeError):
-        raise SstkitError(f"--data-config {config_path}: cannot import {data['class_path']!r}") from None
+    data = load_config(config_path, overrides, sections=("data",))["data"]
+    cls = import_class(data["class_path"], "sstkit.datamodules")
     return cls(**(data.get("init_args") or {})).tokenizer
 
 

@@ -14,7 +14,6 @@ checkpoint and its ``data`` section builds the data module (``--set data.init_ar
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import time
 from pathlib import Path
@@ -22,8 +21,8 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 
+from sstkit.commands.config_file import import_class, load_config
 from sstkit.errors import SstkitError
 
 
@@ -62,33 +61,6 @@ def _optional_bits(value: str, flag: str) -> int | None:
         raise SstkitError(f"{flag} {value!r}: expected an integer or 'none'") from None
 
 
-def _load_config(path: str, overrides: list[str]) -> dict[str, Any]:
-    if not Path(path).is_file():
-        raise SstkitError(f"--data-config {path}: no such file")
-    config = yaml.safe_load(Path(path).read_text()) or {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SstkitError(f"--set {item!r}: expected KEY=VALUE")
-        node = config
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(raw)
-    for key in ("model", "data"):
-        if not isinstance(config.get(key), dict) or "class_path" not in config[key]:
-            raise SstkitError(f"--data-config {path}: needs a '{key}' section with a class_path")
-    return config
-
-
-def _import(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module or "sstkit"), name)
-    except (ImportError, AttributeError):
-        raise SstkitError(f"class_path {class_path!r}: cannot import it") from None
-
-
 def quantize_main(argv: list[str]) -> int:
     """Entry point of ``sstkit quantize``."""
     from sstkit.callbacks import HessianQuantization
@@ -101,7 +73,7 @@ def quantize_main(argv: list[str]) -> int:
         raise SstkitError(f"--qat-steps must be >= 0, got {args.qat_steps}")
     if not Path(args.checkpoint).is_file():
         raise SstkitError(f"--checkpoint {args.checkpoint}: no such file")
-    config = _load_config(args.data_config, args.set)
+    config = load_config(args.data_config, args.set, sections=("model", "data"))
     baseline = str(args.bits).lower() == "fp32"
     callback = None if baseline else HessianQuantization(
         bits=args.bits, order=args.order, num_groups=args.groups, omega=args.omega, seed=args.seed,
@@ -112,10 +84,10 @@ def quantize_main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    model = _import(config["model"]["class_path"]).load_from_checkpoint(args.checkpoint, map_location="cpu")
+    model = import_class(config["model"]["class_path"]).load_from_checkpoint(args.checkpoint, map_location="cpu")
     if args.lr is not None:
         model.lr = args.lr
-    datamodule = _import(config["data"]["class_path"])(**(config["data"].get("init_args") or {}))
+    datamodule = import_class(config["data"]["class_path"])(**(config["data"].get("init_args") or {}))
     model.to(resolve_device("auto"))
     if callback is None:
         state: dict[str, Any] = dict(model_size_mb(model))

@@ -34,6 +34,7 @@ class EmaWeights:
         self.decay = decay
         self.shadow: dict[str, Tensor] = {}
         self.updates = 0
+        self.last_step = -1
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -47,6 +48,12 @@ class EmaWeights:
             else:
                 self.shadow[name].mul_(self.decay).add_(value, alpha=1.0 - self.decay)
         self.updates += 1
+
+    def update_once(self, model: nn.Module, step: int) -> None:
+        """:meth:`update` once per optimizer ``step`` (not per micro-batch under gradient accumulation)."""
+        if step != self.last_step:
+            self.last_step = step
+            self.update(model)
 
     @contextmanager
     def swapped(self, model: nn.Module) -> Iterator[None]:
@@ -73,8 +80,10 @@ class EmaWeights:
             model.train(was_training)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "updates": self.updates, "shadow": {k: v.clone() for k, v in self.shadow.items()}}
+        return {"decay": self.decay, "updates": self.updates, "last_step": self.last_step,
+                "shadow": {k: v.clone() for k, v in self.shadow.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.updates = int(state.get("updates", 0))
+        self.last_step = int(state.get("last_step", -1))
         self.shadow = {k: v.float().clone() for k, v in state.get("shadow", {}).items()}
