@@ -1,10 +1,14 @@
-"""``sstkit attack``: adversarial word substitution (PWWS, BAE, BERT-Attack, FBA) on a trained text classifier.
+"""``sstkit attack``: adversarial word substitution (PWWS, BAE, BERT-Attack, FBA) and obstinate substitution
+(GradObstinate, antonym baseline) on a trained text classifier.
 
 Example::
 
     sstkit attack --model runs/bert-sst2-finetune/seed0/checkpoints/last.ckpt \\
         --data-config configs/bert/sst2/finetune.yaml --recipe pwws --split test --limit 200 --out runs/attacks/pwws
     sstkit attack ... --recipe bae --mlm runs/minilm-mlm/seed0/checkpoints/last.ckpt --write-tsv runs/adv_data
+
+    sstkit attack ... --recipe obstinate --oracle antonym,lexicon,classifier --oracle-model other.ckpt \
+        --transfer other.ckpt third.ckpt --out runs/attacks/obstinate
 
 ``--out`` gets ``summary.json`` (config + the metrics ``sstkit table`` reads), ``examples.jsonl`` and
 ``examples.csv``. ``--write-tsv DIR`` writes ``DIR/<dataset>/``: the data config's files, with the successful
@@ -32,12 +36,12 @@ REPORT = "summary.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sstkit.functional.attacks.recipes import RECIPES
+    from sstkit.functional.attacks.recipes import ALL_RECIPES
 
     p = argparse.ArgumentParser(prog="sstkit attack", description="Adversarial word-substitution attacks.")
     p.add_argument("--model", required=True, help="classifier: sstkit .ckpt, exported folder, or HF model name/path")
     p.add_argument("--data-config", required=True, help="a training config whose `data:` section names the data")
-    p.add_argument("--recipe", choices=RECIPES, default="pwws")
+    p.add_argument("--recipe", choices=ALL_RECIPES, default="pwws")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--limit", type=int, default=None, help="attack the first N examples of the split")
     p.add_argument("--offset", type=int, default=0, help="skip the first N examples")
@@ -58,7 +62,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--write-tsv", default=None, metavar="DIR", help="write an adversarially augmented data folder")
     p.add_argument("--tag", default="", help="free text stored in the report's config")
+    o = p.add_argument_group("obstinate recipes (prediction kept, meaning changed)")
+    o.add_argument("--oracle", default="antonym,lexicon", help="validity oracle parts, comma-separated, from "
+                                                                "antonym, lexicon, classifier ('none': raw only)")
+    o.add_argument("--oracle-mode", choices=("any", "all"), default="any", help="parts that must accept")
+    o.add_argument("--oracle-model", default=None, help="the oracle's second classifier (.ckpt / folder / HF name)")
+    o.add_argument("--sentiment-lexicon", default=None, help="word<TAB>valence file (default: VADER's lexicon)")
+    o.add_argument("--positive-label", type=int, default=1, help="the positive class, for the lexicon oracle")
+    o.add_argument("--tau", type=float, default=0.5, help="max embedding cosine of a substitute to the original")
+    o.add_argument("--max-swaps", type=int, default=2, help="substitutions one example may accumulate")
+    o.add_argument("--objective", choices=("ce", "margin"), default="ce", help="loss the gradient scorer uses")
+    o.add_argument("--transfer", nargs="*", default=[], metavar="MODEL",
+                   help="other classifiers the successes are re-evaluated on (transfer rates in the summary)")
     return p
+
+
+def oracle_names(args: argparse.Namespace) -> list[str]:
+    """The parts ``--oracle`` names, checked before anything is loaded (bad names fail with one line)."""
+    from sstkit.functional.attacks.oracle import ORACLE_PARTS
+
+    names = [n.strip() for n in args.oracle.split(",") if n.strip() and n.strip() != "none"]
+    bad = [n for n in names if n not in ORACLE_PARTS]
+    if bad:
+        raise SstkitError(f"--oracle {args.oracle}: unknown part {bad[0]!r} (expected a comma-separated subset of "
+                          f"{', '.join(ORACLE_PARTS)}, or none)")
+    if "classifier" in names and not args.oracle_model:
+        raise SstkitError("--oracle classifier needs --oracle-model (a second, independently trained classifier)")
+    return names
+
+
+def build_oracle(args: argparse.Namespace, device: Any) -> Any:
+    """The validity oracle ``--oracle`` names (None for 'none')."""
+    from sstkit.functional.attacks import oracle as oracles
+    from sstkit.functional.attacks.victim import Victim
+
+    names = oracle_names(args)
+    parts = []
+    for name in names:
+        if name == "antonym":
+            from sstkit.functional.attacks.lexicon import WordNetLexicon
+
+            parts.append(oracles.AntonymOrNegation(WordNetLexicon()))
+        elif name == "lexicon":
+            parts.append(oracles.SentimentLexiconFlip(oracles.load_valence(args.sentiment_lexicon),
+                                                      positive_label=args.positive_label))
+        else:
+            model, tokenizer, _ = load_victim(args.oracle_model)
+            parts.append(oracles.ClassifierDisagreement(Victim(model.to(device), tokenizer, args.batch_size,
+                                                               args.max_length, device)))
+    return oracles.ValidityOracle(parts, args.oracle_mode) if parts else None
 
 
 def load_datamodule(config_path: str, data_dir: str | None) -> Any:
@@ -144,6 +196,8 @@ def attack_main(argv: list[str]) -> int:
     if args.recipe in NEEDS_MLM and not args.mlm:
         raise SstkitError(f"--recipe {args.recipe} needs --mlm (an sstkit MaskedLM checkpoint, e.g. from "
                           "configs/bert/mlm/minilm_mlm.yaml, or a Hugging Face masked LM)")
+    if args.recipe.startswith("obstinate"):
+        oracle_names(args)
     device = resolve_device(args.device)
     dm = load_datamodule(args.data_config, args.data_dir)
     if not dm.files.get(args.split):
@@ -158,8 +212,15 @@ def attack_main(argv: list[str]) -> int:
         mlm.model.to(device)
         mlm.device = device
     encoder = None if args.encoder == "none" else SentenceEncoder.load(args.encoder)
+    extra: dict[str, Any] = {}
+    if args.recipe.startswith("obstinate"):
+        from sstkit.functional.attacks.gradient import EmbeddingGradient
+
+        extra = {"oracle": build_oracle(args, device), "tau": args.tau, "max_swaps": args.max_swaps}
+        if args.recipe == "obstinate":
+            extra["scorer"] = EmbeddingGradient(model, tokenizer, args.objective, args.max_length)
     recipe = build_recipe(args.recipe, mlm=mlm, encode=encoder, k=args.k, similarity=args.similarity,
-                          max_percent=args.max_percent, fba_steps=args.fba_steps, seed=args.seed)
+                          max_percent=args.max_percent, fba_steps=args.fba_steps, seed=args.seed, **extra)
     victim = Victim(model, tokenizer, batch_size=args.batch_size, max_length=args.max_length, device=device)
     start = time.perf_counter()
     report = run_recipe(recipe, victim, texts, labels, query_budget=args.query_budget, encode=encoder,
@@ -171,6 +232,15 @@ def attack_main(argv: list[str]) -> int:
     metrics = dict(report.summary)
     metrics["forwards"] = report.forwards
     metrics["queries_per_second"] = sum(r.queries for r in report.results) / max(report.wall_seconds, 1e-9)
+    if args.transfer:
+        from sstkit.functional.attacks.obstinate import transfer
+
+        transfers = {}
+        for other in args.transfer:
+            other_model, other_tok, _ = load_victim(other)
+            transfers[other] = transfer(report.results, Victim(other_model.to(device), other_tok, args.batch_size,
+                                                               args.max_length, device))
+        metrics["transfer"] = transfers
     config = {k.replace("-", "_"): v for k, v in vars(args).items()}
     (out / REPORT).write_text(json.dumps({"name": f"attack-{args.recipe}", "seed": args.seed, "status": "finished",
                                           "config": config, "metrics": metrics,
@@ -181,5 +251,7 @@ def attack_main(argv: list[str]) -> int:
         print(f"augmented data: {folder} (retrain with --data.init_args.data_dir {args.write_tsv})")
     s = report.summary
     print(f"{args.recipe}: success {s['attack_success_rate']}, accuracy under attack {s['accuracy_under_attack']}, "
-          f"skipped {s['skipped']}, mean queries {s['queries']} -> {out / REPORT}")
+          f"skipped {s['skipped']}, mean queries {s['queries']}"
+          + (f", validated {s['validated_success_rate']}" if s.get("validated_success_rate") is not None else "")
+          + f" -> {out / REPORT}")
     return 0

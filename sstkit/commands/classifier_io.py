@@ -76,6 +76,8 @@ def load_classifier(path: str | Path) -> TextClassifier:
         return model.eval()
     ckpt = read_checkpoint(path)
     state = ckpt["state_dict"]
+    if any(".lora_" in key for key in state) and isinstance(ckpt.get("dense_state_dict"), dict):
+        state = ckpt["dense_state_dict"]  # LoRA with export_dense: the merged dense weights load as they are
     if any(".lora_" in key for key in state):
         raise SstkitError(f"{path}: a LoRA checkpoint; merge it first or use `sstkit patch extract`")
     hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}

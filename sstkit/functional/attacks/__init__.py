@@ -3,7 +3,9 @@
 Modules: :mod:`.text` (the attacked text), :mod:`.victim` (batched, cached queries), :mod:`.goal`,
 :mod:`.lexicon` (WordNet, stop words), :mod:`.mlm` (masked-LM fills), :mod:`.transformations`,
 :mod:`.constraints`, :mod:`.search` (greedy by word importance), :mod:`.fba` (Metropolis–Hastings), :mod:`.metrics`,
-:mod:`.recipes` (pwws, bae, bert-attack, fba and :func:`attack`). No Lightning import.
+:mod:`.recipes` (pwws, bae, bert-attack, fba, obstinate, obstinate-antonym and :func:`attack`); GradObstinate's
+:mod:`.gradient` (first-order vocabulary scores), :mod:`.oracle` (validity oracle) and :mod:`.obstinate` (search,
+recipes, transfer). No Lightning import.
 
 Example:
     >>> from sstkit.functional.attacks import attack  # doctest: +SKIP
@@ -18,6 +20,7 @@ _EXPORTS = {
     "attack": "recipes", "build_recipe": "recipes", "run_recipe": "recipes", "load_mlm": "recipes",
     "RECIPES": "recipes", "AttackReport": "recipes", "AttackResult": "metrics", "summarize": "metrics",
     "Victim": "victim", "AttackedText": "text", "UntargetedClassification": "goal",
+    "PredictionPreserved": "goal", "EmbeddingGradient": "gradient", "ValidityOracle": "oracle",
 }
 
 

@@ -67,6 +67,21 @@ class MaxWordsPerturbed(Constraint):
         return [c.changed_share() <= self.max_percent + 1e-9 for c in candidates]
 
 
+class NotSynonym(Constraint):
+    """No substituted word is a lexicon synonym of the word it replaced (obstinate edits must not paraphrase)."""
+
+    def __init__(self, lexicon: Lexicon) -> None:
+        self.lexicon = lexicon
+
+    def check(self, candidates: Sequence[AttackedText], original: AttackedText) -> list[bool]:
+        out = []
+        for c in candidates:
+            pairs = [(original.original[o].lower(), w.lower()) for w, o, ch in zip(c.words, c.origin, c.changed)
+                     if ch and o >= 0]
+            out.append(not any(new in self.lexicon.synonyms(old) for old, new in pairs))
+        return out
+
+
 class PartOfSpeech(Constraint):
     """A substitute must share a part of speech with the word it replaces.
 

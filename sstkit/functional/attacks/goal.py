@@ -58,3 +58,15 @@ class TargetedClassification:
 
     def succeeded(self, probs: Tensor, label: int) -> Tensor:
         return probs.argmax(-1) == self.target
+
+
+class PredictionPreserved:
+    """Obstinate examples: the prediction ``label`` must survive the edit (score ``p_label``, success when it is
+    still the argmax). That the *meaning* changed is the validity oracle's business
+    (:mod:`~sstkit.functional.attacks.oracle`), and that something changed at all the search's."""
+
+    def score(self, probs: Tensor, label: int) -> Tensor:
+        return probs[:, label]
+
+    def succeeded(self, probs: Tensor, label: int) -> Tensor:
+        return probs.argmax(-1) == label

@@ -1,4 +1,4 @@
-"""Word lists the attacks read: synonyms and parts of speech (WordNet through NLTK, or a dict), and stop words.
+"""Word lists the attacks read: synonyms, antonyms and parts of speech (WordNet through NLTK, or a dict), and stop words.
 
 WordNet is read through NLTK. Where NLTK's downloader cannot run, Debian's ``wordnet-base`` files
 (``/usr/share/wordnet``) are used: NLTK also needs a ``lexnames`` file that Debian lacks, so the 45 standard
@@ -47,14 +47,18 @@ class Lexicon(Protocol):
 class DictLexicon:
     """A lexicon from plain dicts (tests, or a user's own thesaurus)."""
 
-    def __init__(self, synonyms: dict[str, list[str]], pos: dict[str, set[str]] | None = None) -> None:
-        self._synonyms, self._pos = synonyms, pos or {}
+    def __init__(self, synonyms: dict[str, list[str]], pos: dict[str, set[str]] | None = None,
+                 antonyms: dict[str, list[str]] | None = None) -> None:
+        self._synonyms, self._pos, self._antonyms = synonyms, pos or {}, antonyms or {}
 
     def synonyms(self, word: str) -> list[str]:
         return list(self._synonyms.get(word.lower(), []))
 
     def pos(self, word: str) -> set[str]:
         return set(self._pos.get(word.lower(), set()))
+
+    def antonyms(self, word: str) -> list[str]:
+        return list(self._antonyms.get(word.lower(), []))
 
 
 def _debian_root() -> Path:
@@ -125,6 +129,22 @@ class WordNetLexicon:
             for lemma in synset.lemma_names():
                 if lemma != word.lower() and "_" not in lemma and "-" not in lemma and lemma.isalpha():
                     out[lemma] = None
+        return list(out)
+
+    @lru_cache(maxsize=65536)  # noqa: B019
+    def antonyms(self, word: str) -> list[str]:
+        """Single-word WordNet antonyms: direct ones of the word's lemmas, and for satellite adjectives the
+        antonyms of their head adjectives ("superb" -> head "good" -> "bad"), WordNet's indirect antonymy."""
+        out: dict[str, None] = {}
+        for synset in self.wn.synsets(word.lower()):
+            heads = synset.similar_tos() if synset.pos() == "s" else []
+            for source in [synset, *heads]:
+                for lemma in source.lemmas():
+                    if source is not synset or lemma.name() == word.lower():
+                        for ant in lemma.antonyms():
+                            name = ant.name()
+                            if name != word.lower() and name.isalpha():
+                                out[name] = None
         return list(out)
 
     @lru_cache(maxsize=65536)  # noqa: B019

@@ -5,7 +5,9 @@
 - original accuracy = (successes + failures) / all; accuracy under attack = failures / all;
 - % words perturbed, victim queries, similarity, perplexity: means over successful examples (TextAttack averages
   perturbation over successes; queries over attacked ones);
-- seconds per example: wall time per attacked example.
+- seconds per example: wall time per attacked example;
+- obstinate recipes: mean substitutions per success, and the validated success rate (successes the validity
+  oracle accepted, over attacked examples).
 
 Example:
     >>> r = [AttackResult("a", "b", 1, 1, 0, "success", queries=5, seconds=0.1, changed_share=0.5),
@@ -39,6 +41,9 @@ class AttackResult:
     similarity: float | None = None
     perplexity: float | None = None
     original_perplexity: float | None = None
+    substitutions: int = 0  # words changed in a successful example
+    validated: bool | None = None  # obstinate recipes: did the validity oracle accept the success?
+    oracle: str | None = None  # the oracle parts that accepted it, comma-separated
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,4 +74,9 @@ def summarize(results: list[AttackResult]) -> dict[str, Any]:
         "perplexity_original": _mean([r.original_perplexity for r in succ]),
         "perplexity_adversarial": _mean([r.perplexity for r in succ]),
         "seconds_per_example": _mean([r.seconds for r in attacked]),
+        "substitutions": _mean([float(r.substitutions) for r in succ]),
+        "validated_successes": sum(1 for r in succ if r.validated),
+        # obstinate recipes: successes the validity oracle accepted, over attacked examples (like the raw rate)
+        "validated_success_rate": (sum(1 for r in succ if r.validated) / len(attacked)
+                                   if attacked and any(r.validated is not None for r in attacked) else None),
     }

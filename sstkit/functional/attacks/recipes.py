@@ -10,7 +10,14 @@ bert-attack    MLM top-K (K=48),      repeat, stop words, <= 40 % words,        
                sub-word beam          MiniLM cosine >= 0.2
 fba            insert / substitute /  stop words, <= 40 % words                     Metropolis–Hastings (WMP)
                remove (WordNet, MLM)
+obstinate      whole vocabulary by    repeat, stop words, embedding cosine < tau,   gradient-norm positions, first
+               first-order ΔL         not a WordNet synonym; goal: prediction kept  oracle-valid candidate
+obstinate-     WordNet antonyms,      repeat; goal: prediction kept                 text order, first oracle-valid
+antonym        negation toggles                                                     candidate
 =============  =====================  ============================================  ===============================
+
+The obstinate recipes (:mod:`.obstinate`) keep the prediction and report, besides raw success, whether the validity
+oracle (:mod:`.oracle`) accepted the example (``validated``).
 
 Example:
     >>> report = attack(model, tokenizer, ["a gripping film"], [1], recipe="pwws")  # doctest: +SKIP
@@ -46,7 +53,9 @@ from sstkit.functional.attacks.text import AttackedText
 from sstkit.functional.attacks.transformations import Transformation, WordSwapLexicon, WordSwapMaskedLM
 from sstkit.functional.attacks.victim import Victim
 
-RECIPES = ("pwws", "bae", "bert-attack", "fba")
+RECIPES = ("pwws", "bae", "bert-attack", "fba")  # untargeted: the prediction must change
+OBSTINATE = ("obstinate", "obstinate-antonym")  # the prediction must stay (GradObstinate, :mod:`.obstinate`)
+ALL_RECIPES = RECIPES + OBSTINATE
 NEEDS_MLM = {"bae", "bert-attack", "fba"}
 NEEDS_ENCODER = {"bae", "bert-attack"}
 
@@ -61,19 +70,26 @@ class Recipe:
     constraints: list[Constraint]
     search: Any
     options: dict[str, Any] = field(default_factory=dict)
+    oracle: Constraint | None = None  # obstinate recipes: evidence that the gold label changed
 
 
 def build_recipe(name: str, *, lexicon: Lexicon | None = None, mlm: MaskedLMPredictor | None = None,
                  encode: Callable[[list[str]], Tensor] | None = None, stopwords: frozenset[str] | None = None,
                  k: int | None = None, similarity: float | None = None, max_percent: float | None = None,
-                 fba_steps: int = 50, seed: int = 0) -> Recipe:
-    """One of :data:`RECIPES` with TextAttack's settings; ``k``, ``similarity``, ``max_percent`` override them.
+                 fba_steps: int = 50, seed: int = 0, **obstinate: Any) -> Recipe:
+    """One of :data:`ALL_RECIPES`, the untargeted ones with TextAttack's settings; ``k``, ``similarity``, ``max_percent`` override them.
+    The obstinate recipes take ``scorer``, ``oracle``, ``tau``, ``max_swaps``, ``max_positions`` (see
+    :func:`~sstkit.functional.attacks.obstinate.build_obstinate_recipe`).
 
     Raises:
         ValueError: unknown recipe, or a recipe without the MLM / encoder it needs.
     """
-    if name not in RECIPES:
-        raise ValueError(f"recipe must be one of {RECIPES}, got {name!r}")
+    if name not in ALL_RECIPES:
+        raise ValueError(f"recipe must be one of {ALL_RECIPES}, got {name!r}")
+    if name in OBSTINATE:
+        from sstkit.functional.attacks.obstinate import build_obstinate_recipe
+
+        return build_obstinate_recipe(name, lexicon=lexicon, stopwords=stopwords, k=k, **obstinate)
     if name in NEEDS_MLM and mlm is None:
         raise ValueError(f"recipe {name} needs a masked LM (mlm=...)")
     if name in NEEDS_ENCODER and encode is None:
@@ -132,10 +148,21 @@ def run_recipe(recipe: Recipe, victim: Victim, texts: Sequence[str], labels: Seq
             problem = Problem(victim, recipe.goal, recipe.transformation, recipe.constraints, original, label)
             final = recipe.search.run(problem)
             victim.start_example(None)
-            new_pred = victim.predict([final.text.text])[0]  # re-query (cache): the flip is real
-            status = "success" if final.success and new_pred != label else "failed"
+            probs = victim.probs([final.text.text])  # re-query (cache): the goal really is reached
+            new_pred = int(probs.argmax(-1)[0])
+            reached = bool(recipe.goal.succeeded(probs, label)[0]) and final.text.num_changed() > 0
+            status = "success" if final.success and reached else "failed"
             res = AttackResult(original.text, final.text.text, label, pred, new_pred, status,
                                queries=victim.queries - queries0, changed_share=final.text.changed_share())
+            if status == "success":
+                res.substitutions = final.text.num_changed()
+            if recipe.oracle is not None:
+                res.validated = False
+            if status == "success" and recipe.oracle is not None:
+                oracle = recipe.oracle.for_label(label) if hasattr(recipe.oracle, "for_label") else recipe.oracle
+                res.validated = bool(oracle.check([final.text], original)[0])
+                if hasattr(oracle, "verdicts"):
+                    res.oracle = ",".join(oracle.verdicts([final.text], original)[0])
             if status == "success" and encode is not None:
                 emb = encode([original.text, final.text.text])
                 res.similarity = float((emb[0] * emb[1]).sum())
@@ -159,7 +186,7 @@ def attack(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels: Seque
     Args:
         model, tokenizer: the victim and its tokenizer.
         texts, labels: the examples (whitespace-separated words, gold labels).
-        recipe: one of :data:`RECIPES`.
+        recipe: one of :data:`ALL_RECIPES`.
         mlm: a :class:`MaskedLMPredictor`, or a Hugging Face MLM name / path / sstkit ``MaskedLM`` checkpoint
             (needed by bae, bert-attack, fba).
         encoder: sentence encoder for similarity (``minilm``: the packaged MiniLM; None: no similarity).
@@ -167,7 +194,8 @@ def attack(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels: Seque
         batch_size: victim texts per forward (1: one at a time).
         query_budget: victim queries per example (None: unlimited).
         perplexity: report pseudo-perplexity of original and adversarial text under ``mlm``.
-        options: passed to :func:`build_recipe` (``k``, ``similarity``, ``max_percent``, ``fba_steps``, ``seed``).
+        options: passed to :func:`build_recipe` (``k``, ``similarity``, ``max_percent``, ``fba_steps``, ``seed``;
+            obstinate: ``oracle``, ``tau``, ``max_swaps``, ``max_positions``, ``scorer``).
 
     Example:
         >>> report = attack(model, tokenizer, texts, labels, recipe="bae", mlm="runs/minilm-mlm/seed0/hf")  # doctest: +SKIP
@@ -176,6 +204,10 @@ def attack(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels: Seque
         mlm = load_mlm(mlm, batch_size=batch_size, max_length=max_length)
     if isinstance(encoder, str):
         encoder = SentenceEncoder.load(encoder)
+    if recipe == "obstinate" and "scorer" not in options:
+        from sstkit.functional.attacks.gradient import EmbeddingGradient
+
+        options["scorer"] = EmbeddingGradient(model, tokenizer, max_length=max_length)
     built = build_recipe(recipe, lexicon=lexicon, mlm=mlm, encode=encoder, **options)
     victim = Victim(model, tokenizer, batch_size=batch_size, max_length=max_length)
     return run_recipe(built, victim, texts, labels, query_budget=query_budget, encode=encoder,
