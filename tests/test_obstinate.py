@@ -236,3 +236,11 @@ def test_attack_command_bad_oracle_is_named_before_anything_loads(tmp_path):
     with pytest.raises(SstkitError, match="--oracle-model"):
         attack_main(["--model", "x", "--data-config", "y", "--recipe", "obstinate-antonym", "--oracle", "classifier",
                      "--out", str(tmp_path / "o")])
+
+
+def test_attack_entry_point_builds_the_gradient_scorer_itself(tok):
+    from sstkit.functional.attacks import attack
+
+    report = attack(MeanEmbedding(len(tok)), tok, TEXTS[:3], [0, 1, 0], recipe="obstinate", encoder=None,
+                    lexicon=DictLexicon(SYN, antonyms=ANT), oracle=make_oracle(tok, ("antonym", "lexicon")), k=4)
+    assert report.summary["examples"] == 3 and report.summary["validated_success_rate"] is not None
