@@ -169,7 +169,7 @@ def main() -> None:
     p.add_argument("--tau", type=float, default=0.5)
     p.add_argument("--max-swaps", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--root", default="benchmarks/obstinate/runs/attacks")
+    p.add_argument("--root", default="benchmarks/obstinate/runs/attacks-n100", help="run folders (one per N)")
     p.add_argument("--force", action="store_true", help="rerun finished (victim, recipe) pairs")
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args()
