@@ -102,7 +102,7 @@ class EmbeddingGradient:
         vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         special = set(tokenizer.all_special_ids)
         # Candidate substitutes are whole words of letters: no word pieces, specials, [unused…] or punctuation.
-        self.word_tokens = [t for t in vocab]
+        self.word_tokens = list(vocab)
         self.allowed = torch.tensor([i not in special and t.isalpha() and len(t) > 1 for i, t in enumerate(vocab)])
 
     def gradients(self, text: AttackedText) -> TextGradients:
