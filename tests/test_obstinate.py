@@ -244,3 +244,24 @@ def test_attack_entry_point_builds_the_gradient_scorer_itself(tok):
     report = attack(MeanEmbedding(len(tok)), tok, TEXTS[:3], [0, 1, 0], recipe="obstinate", encoder=None,
                     lexicon=DictLexicon(SYN, antonyms=ANT), oracle=make_oracle(tok, ("antonym", "lexicon")), k=4)
     assert report.summary["examples"] == 3 and report.summary["validated_success_rate"] is not None
+
+
+def test_a_lora_checkpoint_with_dense_weights_loads_as_a_victim(tmp_path):
+    from conftest import TINY_BERT
+
+    from sstkit.commands.classifier_io import load_classifier
+    from sstkit.errors import SstkitError
+    from sstkit.models.text_classifier import TextClassifier
+
+    torch.manual_seed(0)
+    model = TextClassifier("minilm", num_labels=2, pretrained=False, config_overrides=TINY_BERT)
+    dense = model.state_dict()
+    lora_state = {**dense, "encoder.layer.0.query.lora_A.default.weight": torch.zeros(2, 2)}
+    ckpt = {"state_dict": lora_state, "hyper_parameters": dict(model.hparams), "dense_state_dict": dense}
+    torch.save(ckpt, tmp_path / "lora.ckpt")
+    loaded = load_classifier(tmp_path / "lora.ckpt")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in dense.items())
+    del ckpt["dense_state_dict"]  # without merged weights it still says how to get them
+    torch.save(ckpt, tmp_path / "bare.ckpt")
+    with pytest.raises(SstkitError, match="a LoRA checkpoint"):
+        load_classifier(tmp_path / "bare.ckpt")
