@@ -54,7 +54,7 @@ def test_steering_changes_tokens_and_raises_the_attribute_probability() -> None:
     lm = make_lm()
     head = make_head(lm)
     plain = controlled_generate(lm, PROMPTS, Controller(), LABELS, SAMPLE)
-    steered = controlled_generate(lm, PROMPTS, PPCController(head, step_size=5.0, steps=3, kl_weight=0.0), LABELS,
+    steered = controlled_generate(lm, PROMPTS, PPCController(head, step_size=1.0, steps=3, kl_weight=0.0), LABELS,
                                   SAMPLE)
     assert steered.token_ids != plain.token_ids
     # One gradient step on the soft prompt lowers -log p_D(a | h̃) for every row.
@@ -63,7 +63,7 @@ def test_steering_changes_tokens_and_raises_the_attribute_probability() -> None:
     reference = lm(*ctx.full(lm)).logits[:, -1].detach()
     soft = ctx.prompt.clone().requires_grad_(True)
     before, _, _ = ppc.objective(lm, *ctx.full(lm, soft), ctx.labels, reference)
-    moved = ppc.step(soft, before, ctx.mask[..., None].float())
+    moved = ppc.step(soft, before, ctx.mask[..., None].float(), torch.ones(len(PROMPTS)))
     after, _, _ = ppc.objective(lm, *ctx.full(lm, moved), ctx.labels, reference)
     assert bool((after < before).all()), (before, after)
 
@@ -158,3 +158,32 @@ def test_distinct_n_counts_unique_ngrams() -> None:
     assert distinct_n(["a b a b"], 1) == 0.5
     assert distinct_n(["a b a b"], 2) == 2 / 3
     assert distinct_n([""], 3) == 0.0
+
+
+def test_generate_command_writes_texts_and_metrics(tmp_path) -> None:
+    import json
+
+    from sstkit.commands.generate import generate_main
+
+    folder = tmp_path / "lm"
+    tiny_lm("opt").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    (tmp_path / "prompts.txt").write_text("the cat sat\nhow do I stop\n")
+    rows = ["sentence\tlabel"] + [f"the cat sat on the mat {i}\t1" for i in range(6)] + \
+        [f"how do I stop a running program {i}\t0" for i in range(6)]
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    common = ["--model", str(folder), "--prompts", str(tmp_path / "prompts.txt"), "--max-new-tokens", "3",
+              "--discriminator", str(tmp_path / "d.pt"), "--discriminator-data", str(tmp_path / "train.tsv"),
+              "--discriminator-dev", str(tmp_path / "train.tsv"), "--attribute", "positive", "--attribute",
+              "negative", "--device", "cpu", "--fluency-lm", str(folder)]
+    assert generate_main([*common, "--controller", "ppc", "--rldaf-steps", "1", "--rldaf-prompts",
+                          str(tmp_path / "prompts.txt"), "--out", str(tmp_path / "out")]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["n"] == 4 and metrics["ppl"] > 1 and 0 < metrics["dist1"] <= 1
+    lines = (tmp_path / "out" / "generations.jsonl").read_text().splitlines()
+    assert [json.loads(x)["attribute"] for x in lines] == [1, 1, 0, 0]
+    assert (tmp_path / "d.json").is_file()
+    with pytest.raises(SstkitError, match="no such file"):
+        generate_main([*common, "--prompts", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o2")])
+    with pytest.raises(SstkitError, match="attribute 'happy'"):
+        generate_main([*common, "--attribute", "happy", "--out", str(tmp_path / "o3")])

@@ -7,11 +7,13 @@ distribution, ``p_D(a | h)`` the attribute discriminator on mean hidden states (
 
 * ``none``    samples from ``p(· | P ⊕ x)``.
 * ``prompt``  prepends a fixed attribute text ``c_a`` (hard prompt): ``p(· | c_a ⊕ P ⊕ x)``.
-* ``pplm``    adds a perturbation Δ to one block's output hidden states (all positions), takes ``steps`` normalised
-  gradient steps ``Δ ← Δ − α ∇_Δ L / ‖∇_Δ L‖`` from Δ = 0 at every token, then samples from the perturbed LM.
-* ``ppc``     (Wang & Sha, 2024) treats the prompt's embeddings as a soft prompt ``P′`` and takes the same kind of
-  steps on it, then samples from ``p(· | P′ ⊕ x)``. ``P′`` carries over to the next token (the prompt is adjusted
-  dynamically along the generation); ``reset=True`` restarts it from ``P`` at every token.
+* ``pplm``    adds a perturbation Δ to one block's output hidden states H (all positions), takes ``steps``
+  normalised gradient steps ``Δ ← Δ − α ‖H‖ ∇_Δ L / ‖∇_Δ L‖`` from Δ = 0 at every token, then samples from the
+  perturbed LM.
+* ``ppc``     (Wang & Sha, 2024) treats the prompt's embeddings as a soft prompt ``P′`` and takes the same kind
+  of steps on it (``P′ ← P′ − α ‖P‖ ∇_P′ L / ‖∇_P′ L‖``), then samples from ``p(· | P′ ⊕ x)``. ``P′`` carries over
+  to the next token (the prompt is adjusted dynamically along the generation); ``reset=True`` restarts it from
+  ``P`` at every token. α is relative to the norm of the unsteered quantity, so one value suits any model.
 
 Both steered controllers minimise, per sequence,
 
@@ -21,7 +23,7 @@ so with step size α = 0 they decode exactly as ``none`` does (same seed, token 
 0 at ``P′ = P``. Every step works on the whole batch; steps are normalised per sequence, so rows never interact.
 
 Example:
-    >>> ppc = PPCController(head, step_size=0.5, steps=3, kl_weight=0.1)  # doctest: +SKIP
+    >>> ppc = PPCController(head, step_size=0.1, steps=3, kl_weight=0.1)  # doctest: +SKIP
     >>> out = controlled_generate(lm, ["the movie"], ppc, [1], DecodeSettings(max_new_tokens=20))  # doctest: +SKIP
 """
 
@@ -94,7 +96,7 @@ class Controller:
 
     @torch.no_grad()
     def next_logits(self, lm: SteerableLM, ctx: Context) -> Tensor:
-        return lm(*ctx.full(lm)).logits[:, -1]
+        return lm(*ctx.full(lm), last_only=True).logits[:, -1]
 
 
 class PromptController(Controller):
@@ -115,7 +117,7 @@ class PromptController(Controller):
 class _GradientController(Controller):
     """Shared mechanics of PPLM-style and PPC steering: the objective and normalised gradient steps."""
 
-    def __init__(self, head: AttributeHead, step_size: float = 0.5, steps: int = 3, kl_weight: float = 0.1) -> None:
+    def __init__(self, head: AttributeHead, step_size: float = 0.1, steps: int = 3, kl_weight: float = 0.1) -> None:
         if step_size < 0 or steps < 0 or kl_weight < 0:
             raise SstkitError(f"{self.name}: step_size, steps and kl_weight must be >= 0, got "
                               f"{step_size}, {steps}, {kl_weight}")
@@ -124,18 +126,19 @@ class _GradientController(Controller):
     def objective(self, lm: SteerableLM, embeds: Tensor, mask: Tensor, labels: Tensor,
                   reference: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per row: ``−log p_D(a | h̃)``, the KL term to ``reference`` logits, and the next-token logits."""
-        logits = lm(embeds, mask).logits[:, -1]
+        logits = lm(embeds, mask, last_only=True).logits[:, -1]
         hidden, hidden_mask = lm.expected_hidden(embeds, mask, logits)
         attribute = -self.head(hidden, hidden_mask).gather(1, labels[:, None])[:, 0]
         return attribute, next_token_kl(reference, logits), logits
 
-    def step(self, variable: Tensor, loss: Tensor, row_mask: Tensor | None = None) -> Tensor:
-        """``variable − α ∇/‖∇‖``, the norm taken per row (so sequences in a batch never interact)."""
+    def step(self, variable: Tensor, loss: Tensor, row_mask: Tensor, scale: Tensor) -> Tensor:
+        """``variable − α · s · ∇/‖∇‖`` per row: α is relative to the scale ``s`` (B,) of the unsteered quantity,
+        so one step size suits any model's embedding or hidden-state norms; rows never interact."""
         (grad,) = torch.autograd.grad(loss.sum(), variable)
-        if row_mask is not None:
-            grad = grad * row_mask
-        norm = grad.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *[1] * (grad.dim() - 1))
-        return (variable - self.step_size * grad / norm).detach()
+        grad = grad * row_mask
+        shape = (-1, *[1] * (grad.dim() - 1))
+        norm = grad.flatten(1).norm(dim=1).clamp(min=1e-12).view(shape)
+        return (variable - self.step_size * scale.view(shape) * grad / norm).detach()
 
 
 class PPCController(_GradientController):
@@ -143,24 +146,25 @@ class PPCController(_GradientController):
 
     name = "ppc"
 
-    def __init__(self, head: AttributeHead, step_size: float = 0.5, steps: int = 3, kl_weight: float = 0.1,
+    def __init__(self, head: AttributeHead, step_size: float = 0.1, steps: int = 3, kl_weight: float = 0.1,
                  reset: bool = False) -> None:
         super().__init__(head, step_size, steps, kl_weight)
         self.reset = reset
 
     def next_logits(self, lm: SteerableLM, ctx: Context) -> Tensor:
         with torch.no_grad():
-            reference = lm(*ctx.full(lm)).logits[:, -1]
+            reference = lm(*ctx.full(lm), last_only=True).logits[:, -1]
         soft = ctx.prompt if self.reset else ctx.extra.get("soft", ctx.prompt)
         prompt_rows = ctx.mask[..., None].to(soft.dtype)  # padding positions are not part of the prompt
+        scale = (ctx.prompt * prompt_rows).flatten(1).norm(dim=1)
         for _ in range(self.steps):
             soft = soft.detach().requires_grad_(True)
             with torch.enable_grad():
                 attribute, kl, _ = self.objective(lm, *ctx.full(lm, soft), ctx.labels, reference)
-                soft = self.step(soft, attribute + self.kl_weight * kl, prompt_rows)
+                soft = self.step(soft, attribute + self.kl_weight * kl, prompt_rows, scale)
         ctx.extra["soft"] = soft.detach()
         with torch.no_grad():
-            return lm(*ctx.full(lm, soft.detach())).logits[:, -1]
+            return lm(*ctx.full(lm, soft.detach()), last_only=True).logits[:, -1]
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -177,16 +181,18 @@ class PPLMController(_GradientController):
 
     name = "pplm"
 
-    def __init__(self, head: AttributeHead, step_size: float = 0.5, steps: int = 3, kl_weight: float = 0.1,
+    def __init__(self, head: AttributeHead, step_size: float = 0.1, steps: int = 3, kl_weight: float = 0.1,
                  layer: int = -1) -> None:
         super().__init__(head, step_size, steps, kl_weight)
         self.layer = layer
         self._delta: Tensor | None = None
+        self._unsteered: Tensor | None = None
 
     def _hook(self, module: nn.Module, inputs: Any, output: Any) -> Any:
-        if self._delta is None:
-            return output
         hidden = output[0] if isinstance(output, tuple) else output
+        if self._delta is None:
+            self._unsteered = hidden.detach()
+            return output
         # The expected-token pass sees one more position than Δ covers; it gets no perturbation there.
         delta = F.pad(self._delta, (0, 0, 0, hidden.shape[1] - self._delta.shape[1]))
         hidden = hidden + delta.to(hidden.dtype)
@@ -198,18 +204,21 @@ class PPLMController(_GradientController):
         try:
             self._delta = None
             with torch.no_grad():
-                reference = lm(embeds, mask).logits[:, -1]
-            delta = embeds.new_zeros(embeds.shape[0], embeds.shape[1], embeds.shape[2])
+                reference = lm(embeds, mask, last_only=True).logits[:, -1]
+            rows = mask[..., None].to(embeds.dtype)
+            assert self._unsteered is not None
+            scale = (self._unsteered[:, :mask.shape[1]] * rows).flatten(1).norm(dim=1)
+            delta = torch.zeros_like(self._unsteered)
             for _ in range(self.steps):
                 self._delta = delta.requires_grad_(True)
                 with torch.enable_grad():
                     attribute, kl, _ = self.objective(lm, embeds, mask, ctx.labels, reference)
-                    delta = self.step(self._delta, attribute + self.kl_weight * kl, mask[..., None].to(embeds.dtype))
+                    delta = self.step(self._delta, attribute + self.kl_weight * kl, rows, scale)
             self._delta = delta.detach()
             with torch.no_grad():
-                return lm(embeds, mask).logits[:, -1]
+                return lm(embeds, mask, last_only=True).logits[:, -1]
         finally:
-            self._delta = None
+            self._delta = self._unsteered = None
             handle.remove()
 
 

@@ -78,7 +78,7 @@ def mean_features(lm: SteerableLM, texts: Sequence[str], batch_size: int = 64) -
     chunks = []
     for start in range(0, len(texts), batch_size):
         ids, mask = lm.encode(texts[start:start + batch_size])
-        chunks.append(masked_mean(lm(lm.embed(ids), mask).hidden.float(), mask))
+        chunks.append(masked_mean(lm(lm.embed(ids), mask, last_only=True).hidden.float(), mask))
     lm.model.train(was_training)
     return torch.cat(chunks)
 

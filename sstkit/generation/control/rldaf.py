@@ -131,4 +131,4 @@ class RLDAF:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return RLDAFStats(float(rewards.mean()), float(prob.mean()), float(kl), float(loss))
+        return RLDAFStats(float(rewards.mean()), float(prob.mean()), float(kl.detach()), float(loss.detach()))

@@ -78,11 +78,15 @@ class SteerableLM:
         """Input embeddings of token ids (B, T, d)."""
         return self.embeddings(ids)
 
-    def __call__(self, embeds: Tensor, mask: Tensor) -> LMOutput:
-        """One full forward pass over a context given as embeddings; positions follow the attention mask."""
+    def __call__(self, embeds: Tensor, mask: Tensor, last_only: bool = False) -> LMOutput:
+        """One full forward pass over a context given as embeddings; positions follow the attention mask.
+
+        ``last_only`` computes logits for the last position only (B, 1, V): decoding needs no others, and the
+        output layer is a large share of a small LM's cost.
+        """
         positions = (mask.long().cumsum(1) * mask - 1).clamp(min=0)
         out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                         output_hidden_states=True, use_cache=False)
+                         output_hidden_states=True, use_cache=False, logits_to_keep=1 if last_only else 0)
         return LMOutput(out.logits, out.hidden_states[-1])
 
     def expected_hidden(self, embeds: Tensor, mask: Tensor, logits_last: Tensor) -> tuple[Tensor, Tensor]:
@@ -95,7 +99,7 @@ class SteerableLM:
         soft_token = probs @ self.embeddings.weight
         embeds = torch.cat([embeds, soft_token[:, None]], 1)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
-        return self(embeds, mask).hidden, mask
+        return self(embeds, mask, last_only=True).hidden, mask
 
     def decode(self, ids: Tensor) -> list[str]:
         """Token ids to text, one string per row (special tokens dropped)."""
