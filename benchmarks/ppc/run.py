@@ -5,7 +5,7 @@ for both sentiments of SST-2 over the prompts in prompts.txt and several samplin
 runs.jsonl (one record per method and seed, appended as each finishes, so an interrupted run resumes),
 results.csv / results.md (mean ± std over seeds) and samples.md. Metrics: accuracy of the *separate* MiniLM judge
 on prompt + continuation, perplexity of the continuation under SmolLM2-135M (packaged, a second LM), Dist-1/2/3,
-and tokens/s on one CPU thread.
+and tokens per CPU-second (one thread; CPU time, since the machine is shared).
 
     python benchmarks/ppc/run.py --judge runs/cdt-minilm-sst2/seed0/checkpoints/last.ckpt   # whole benchmark
     python benchmarks/ppc/run.py --table-only                                                 # table from runs.jsonl
@@ -44,7 +44,7 @@ from sstkit.generation.control import DecodeSettings, controlled_generate  # noq
 CONFIG = "configs/opt/sst2_ood/ppc_lm.yaml"
 METHODS = ["none", "prompt", "pplm", "ppc", "ppc+rldaf", "rldaf-only"]
 COLUMNS = [("judge_acc", "judge acc. (%)", 100.0), ("ppl", "PPL (SmolLM2)", 1.0), ("dist1", "Dist-1", 1.0),
-           ("dist2", "Dist-2", 1.0), ("dist3", "Dist-3", 1.0), ("tokens_per_s", "tokens/s", 1.0)]
+           ("dist2", "Dist-2", 1.0), ("dist3", "Dist-3", 1.0), ("tokens_per_s", "tokens / CPU s", 1.0)]
 
 
 def parse() -> argparse.Namespace:
@@ -59,7 +59,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--step-size", type=float, default=0.1)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--kl-weight", type=float, default=0.5)
-    p.add_argument("--rldaf-steps", type=int, default=20)
+    p.add_argument("--rldaf-steps", type=int, default=16)
     p.add_argument("--rldaf-subset", default="norms_biases")
     p.add_argument("--rldaf-lr", type=float, default=3e-3)
     p.add_argument("--rldaf-kl", type=float, default=0.1)

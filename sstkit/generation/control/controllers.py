@@ -224,7 +224,8 @@ class PPLMController(_GradientController):
 
 @dataclass
 class ControlledOutput:
-    """Generated continuations (text and ids per row), their prompts and labels, and the decoding speed."""
+    """Generated continuations (text and ids per row), their prompts and labels, and the decoding speed
+    (``seconds`` is the process's CPU time, which on a shared machine measures the work, not the queue)."""
 
     prompts: list[str]
     labels: list[int]
@@ -249,7 +250,7 @@ def controlled_generate(lm: SteerableLM, prompts: Sequence[str], controller: Con
         raise SstkitError(f"controlled_generate: {len(prompts)} prompts but {len(labels)} attribute labels")
     texts: list[str] = []
     ids_out: list[list[int]] = []
-    began = time.perf_counter()
+    began = time.process_time()
     for start in range(0, len(prompts), settings.batch_size):
         chunk = list(prompts[start:start + settings.batch_size])
         label_tensor = torch.tensor([int(x) for x in labels[start:start + settings.batch_size]], device=lm.device)
@@ -260,4 +261,4 @@ def controlled_generate(lm: SteerableLM, prompts: Sequence[str], controller: Con
             ctx.generated = torch.cat([ctx.generated, token[:, None]], 1)
         ids_out += ctx.generated.tolist()
         texts += lm.decode(ctx.generated)
-    return ControlledOutput(list(prompts), [int(x) for x in labels], texts, ids_out, time.perf_counter() - began)
+    return ControlledOutput(list(prompts), [int(x) for x in labels], texts, ids_out, time.process_time() - began)
