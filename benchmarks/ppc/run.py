@@ -3,7 +3,7 @@
 Runs unsteered, prompt-only, PPLM-style, PPC, and PPC after RLDAF (plus the RLDAF LM decoded without a controller)
 for both sentiments of SST-2 over the prompts in prompts.txt and several sampling seeds, and writes
 runs.jsonl (one record per method and seed, appended as each finishes, so an interrupted run resumes),
-results.csv / results.md (mean ± std over seeds) and samples.md. Metrics: accuracy of the *separate* MiniLM judge
+results.csv / results.md (mean ± std over seeds) and samples.txt (kept out of RESULTS.md). Metrics: accuracy of the *separate* MiniLM judge
 on prompt + continuation, perplexity of the continuation under SmolLM2-135M (packaged, a second LM), Dist-1/2/3,
 and tokens per CPU-second (one thread; CPU time, since the machine is shared).
 
@@ -87,7 +87,17 @@ def write_tables(out: Path, args: argparse.Namespace) -> None:
                                 for r in rows]
     (out / "results.csv").write_text("\n".join(lines) + "\n")
     head = ["method", *[title for _, title, _ in COLUMNS], "runs"]
-    md = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    seeds = sorted({r["seed"] for r in records})
+    md = ["## Sentiment-controlled generation, small sstkit OPT on SST-2 — unsteered, prompt, PPLM-style, PPC, "
+          "PPC + RLDAF (CPU scale)", "",
+          f"{rows[0]['texts_per_run'] // 2} prompts × 2 attributes per run, sampling seeds {seeds}, "
+          f"{args.max_new_tokens} new tokens (temperature 1). Steering: α = {args.step_size} (relative), "
+          f"{args.steps} steps per token, λ = {args.kl_weight}; discriminator = linear head on the generator's mean "
+          f"hidden states. RLDAF: one run, {args.rldaf_steps} updates × 16 episodes, subset {args.rldaf_subset}, "
+          f"lr {args.rldaf_lr}, κ = {args.rldaf_kl}, β = {args.rldaf_fluency}. Judge acc. = separate MiniLM SST-2 "
+          "classifier on prompt + continuation; PPL = continuation given prompt under SmolLM2-135M; tokens per "
+          "CPU-second on one thread. Mean ± std over seeds.", "",
+          "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         cells = [f"{r[k]:.2f} ± {r[k + '_std']:.2f}" if k != "tokens_per_s" else f"{r[k]:.1f} ± {r[k + '_std']:.1f}"
                  for k, _, _ in COLUMNS]
@@ -148,7 +158,7 @@ def main() -> int:
         text = [f"# Samples (seed {args.seeds[0]}, every 10th prompt; [+]/[-] = target attribute, bold = generated)"]
         for method, lines in samples.items():
             text += ["", f"## {method}", ""] + [f"- {line}" for line in lines]
-        (out / "samples.md").write_text("\n".join(text) + "\n")
+        (out / "samples.txt").write_text("\n".join(text) + "\n")
     return 0
 
 
