@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-from sstkit.commands.classifier_io import resolve_device
 from sstkit.errors import SstkitError
 from sstkit.generation.control import (
     RLDAF,
@@ -122,6 +121,8 @@ def run_rldaf(lm: SteerableLM, head: AttributeHead, controller: Controller, prom
 
 def generate_main(argv: list[str]) -> int:
     """Entry point of ``sstkit generate``."""
+    # Imported here so that `sstkit generate -h` does not load Lightning (the judge's model family does).
+    from sstkit.commands.classifier_io import resolve_device
     from sstkit.commands.generate_io import (
         evaluate,
         load_fluency_lm,
