@@ -150,6 +150,8 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("sstkit/optim/**/*.py", ("sstkit.models", "sstkit.callbacks", "sstkit.datamodules", "sstkit.cli",
                               "lightning", "pytorch_lightning")),
     ("sstkit/loaders.py", ("sstkit.models", "sstkit.datamodules", "sstkit.callbacks", "lightning")),
+    ("sstkit/generation/**/*.py", ("sstkit.models", "sstkit.callbacks", "sstkit.datamodules", "sstkit.cli",
+                                   "sstkit.commands", "lightning", "pytorch_lightning")),
 ]
 
 
