@@ -42,6 +42,7 @@ COMMANDS: dict[str, Command] = {
     "ood": Command("sstkit.commands.ood:ood_main", "OOD scores (LM / MLKD perplexity) and AUROC, AUPR, FAR95"),
     "attack": Command("sstkit.commands.attack:attack_main", "adversarial word substitution: PWWS, BAE, BERT-Attack, FBA"),
     "safety": Command("sstkit.commands.safety:safety_main", "safety test suites for chat models: generate, judge, tabulate"),
+    "llm2llm": Command("sstkit.commands.llm2llm:llm2llm_main", "LLM2LLM: iterative teacher augmentation of a low-data student"),
 }
 
 # Names that used to be defined here; they now live with LightningCLI in sstkit.commands.trainer.
