@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 
 from sstkit.errors import SstkitError
 from sstkit.functional.llm2llm import (
@@ -226,6 +226,17 @@ def test_chat_teacher_runs_a_real_chat_model() -> None:
     teacher = ChatTeacher(tiny_chat(), ["negative", "positive"], settings=GenerationSettings(max_new_tokens=6))
     out = teacher.generate([Request(Example("s0", "a lovely film", 1), 1, 1)])
     assert len(out) == 1 and isinstance(teacher.replies[0], str)  # a random model writes no parsable example
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs" / "llm2llm").rglob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(config: Path) -> None:
+    from sstkit.commands.config_file import load_config
+    from sstkit.commands.llm2llm import TEACHERS
+
+    assert config.read_text().startswith(f"# sstkit llm2llm --config {config.relative_to(REPO)}")
+    loaded = load_config(str(config), [], sections=())
+    LoopConfig(**loaded["llm2llm"])
+    assert (REPO / loaded["student"]["config"]).is_file() and loaded["teacher"]["kind"] in TEACHERS
 
 
 def test_command_end_to_end_with_a_tiny_student(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
