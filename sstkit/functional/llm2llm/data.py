@@ -61,7 +61,7 @@ def seed_examples(texts: Sequence[str], labels: Sequence[int]) -> list[Example]:
     return [Example(f"s{k}", t, int(y)) for k, (t, y) in enumerate(zip(texts, labels, strict=True))]
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     # A crash while writing must leave the old file or the new one, never half of one.
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -79,15 +79,15 @@ def write_examples(folder: Path, examples: Sequence[Example], header: Sequence[s
     folder.mkdir(parents=True, exist_ok=True)
     rows = ["\t".join(header)] + [f"{clean_text(e.text)}\t{e.label}" for e in examples]
     if name == "train":
-        _atomic_write(folder / "examples.jsonl", "".join(json.dumps(asdict(e)) + "\n" for e in examples))
-    _atomic_write(folder / f"{name}.tsv", "\n".join(rows) + "\n")
+        atomic_write(folder / "examples.jsonl", "".join(json.dumps(asdict(e)) + "\n" for e in examples))
+    atomic_write(folder / f"{name}.tsv", "\n".join(rows) + "\n")
     return folder / f"{name}.tsv"
 
 
 def save_jsonl(path: Path, examples: Iterable[Example]) -> None:
     """Examples as JSON lines (atomically)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, "".join(json.dumps(asdict(e)) + "\n" for e in examples))
+    atomic_write(path, "".join(json.dumps(asdict(e)) + "\n" for e in examples))
 
 
 def load_jsonl(path: Path) -> list[Example]:

@@ -38,7 +38,7 @@ from sstkit.errors import SstkitError
 from sstkit.functional.llm2llm.data import (
     Example,
     NearDuplicateFilter,
-    _atomic_write,
+    atomic_write,
     clean_text,
     load_jsonl,
     save_jsonl,
@@ -142,7 +142,7 @@ class Llm2LlmLoop:
             if len(predictions) != len(dataset):
                 raise SstkitError(f"llm2llm: the student predicted {len(predictions)} labels for {len(dataset)} examples")
             record["wrong"] = [e.id for e, p in zip(dataset, predictions, strict=True) if int(p) != e.label]
-            _atomic_write(student_file, json.dumps(record, indent=2))
+            atomic_write(student_file, json.dumps(record, indent=2))
             release = getattr(self.student, "release", None)
             if callable(release) and self.config.mode != "continued":
                 release(record)  # only continued fine-tuning starts from this run's weights again
@@ -155,7 +155,7 @@ class Llm2LlmLoop:
                  "synthetic": sum(not e.is_seed for e in dataset), "wrong_seeds": len(wrong),
                  "wrong_total": len(wrong_ids), "parents": [e.id for e in parents], "added": len(new),
                  "student": record, "config": asdict(self.config)}
-        _atomic_write(folder / "state.json", json.dumps(state, indent=2))
+        atomic_write(folder / "state.json", json.dumps(state, indent=2))
         return state
 
     def parents(self, i: int, dataset: list[Example], wrong: list[Example]) -> list[Example]:
