@@ -36,13 +36,15 @@ PROMPT = (
     "Label: {label}"
 )
 _SENTENCE = re.compile(r"^\s*(?:\d+[.)]\s*)?(?:\*\*)?(?:new\s+)?sentence(?:\s*\d+)?\s*:?(?:\*\*)?\s*:?\s*(.+)$", re.I)
+_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.+)$")  # a numbered or bulleted line, as small models often write
 _LABEL = re.compile(r"^\s*(?:\*\*)?label(?:\*\*)?\s*:\s*(?:\*\*)?\s*([\w -]+?)\s*(?:\*\*)?\s*$", re.I)
 
 
 def parse_reply(reply: str, label_names: Sequence[str], default_label: int | None = None) -> list[Candidate]:
     """``(sentence, label)`` pairs from a reply in the prompt's format.
 
-    A ``Sentence:`` line opens a candidate and the next ``Label:`` line labels it; a label that is not one of
+    A ``Sentence:`` line (or, failing the format, a numbered or bulleted line) opens a candidate and the next
+    ``Label:`` line labels it; a label that is not one of
     ``label_names`` drops the candidate. Candidates without a label line get ``default_label`` (None: dropped).
     """
     names = {name.lower(): i for i, name in enumerate(label_names)}
@@ -60,7 +62,7 @@ def parse_reply(reply: str, label_names: Sequence[str], default_label: int | Non
         if label_match:
             close(names.get(label_match.group(1).strip().lower()))
             continue
-        sentence_match = _SENTENCE.match(line)
+        sentence_match = _SENTENCE.match(line) or _ITEM.match(line)
         if sentence_match:
             close(default_label)
             text = sentence_match.group(1).strip().strip('"').strip()
