@@ -150,6 +150,13 @@ def test_crash_mid_iteration_resumes_without_duplicates(tmp_path: Path, crash: s
     assert trained == [0, 1, 2, 3]  # a finished student step is never repeated
 
 
+def test_nothing_added_reuses_the_student_instead_of_retraining(tmp_path: Path) -> None:
+    student = FakeStudent(wrong=set())
+    history = Llm2LlmLoop(student, ScriptedTeacher(), LoopConfig(iterations=2), tmp_path).run(SEEDS)
+    assert [i for i, _, _ in student.trained] == [0] and [s["dataset_size"] for s in history] == [6, 6, 6]
+    assert history[2]["student"]["reused_from_iteration"] == 1 and history[2]["student"]["run"] == "run0"
+
+
 def test_baselines(tmp_path: Path) -> None:
     wrong = {"s0", "s5"}
     student = FakeStudent(wrong=wrong)

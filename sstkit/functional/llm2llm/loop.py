@@ -125,18 +125,24 @@ class Llm2LlmLoop:
             else:
                 state = self.iteration(i, dataset, previous)
                 dataset = dataset + load_jsonl(self.folder(i) / "new.jsonl")
-            previous = state["student"]
+            previous = state
             history.append(state)
         return history
 
     def iteration(self, i: int, dataset: list[Example], previous: dict[str, Any] | None) -> dict[str, Any]:
+        """Trains (or reuses) the student on D_i = ``dataset``, finds W_i, augments; ``previous``: i-1's state."""
         folder = self.folder(i)
         train_file = write_examples(folder, dataset, self.config.header)
         student_file = folder / "student.json"
         if student_file.is_file():
             record = json.loads(student_file.read_text())
+        elif previous is not None and previous["added"] == 0 and self.config.mode != "continued":
+            # Same data, same seed, same base weights: retraining would give the same student again.
+            record = {**previous["student"], "reused_from_iteration": previous["iteration"]}
+            atomic_write(student_file, json.dumps(record, indent=2))
         else:
-            init = previous if self.config.mode == "continued" and previous is not None else None
+            last = previous["student"] if previous is not None else None
+            init = last if self.config.mode == "continued" else None
             record = self.student.train(i, train_file, init)
             predictions = self.student.predict(record, dataset)
             if len(predictions) != len(dataset):
