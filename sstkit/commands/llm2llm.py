@@ -29,6 +29,11 @@ from sstkit.functional.llm2llm.loop import MODES
 from sstkit.paths import resolve_data_dir
 
 TEACHERS = ("rule", "retrieval", "chat")
+# The keys each section may hold (a typo must stop the command, not be ignored or end in a traceback).
+TEACHER_KEYS = {"rule": {"edit_rate", "operations"}, "retrieval": {"backbone"},
+                "chat": {"model", "max_new_tokens", "temperature", "top_p", "batch_size", "task", "require_label"}}
+STUDENT_KEYS = {"config", "overrides", "keep_checkpoints"}
+LOOP_KEYS = {"mode", "iterations", "per_example", "max_attempts", "dedup_threshold", "one_shot_size", "one_shot_from"}
 DATA_DEFAULTS = {"data_dir": None, "dataset_folder": "sst2", "train_file": "train.tsv", "val_file": "dev.tsv",
                  "test_file": "test.tsv", "header": ["sentence", "label"], "num_labels": 2,
                  "label_names": ["negative", "positive"], "seed_examples": 32, "pool_size": 2000,
@@ -84,10 +89,19 @@ def split_seed_and_pool(train_file: Path, data: dict[str, Any], seed: int) -> tu
     return seeds, [texts[i] for i in order[k:]], [labels[i] for i in order[k:]]
 
 
+def check_keys(section: str, given: dict[str, Any], allowed: set[str]) -> None:
+    """Fails naming the first key of ``given`` that ``allowed`` lacks."""
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise SstkitError(f"{section}.{unknown[0]}: unknown key; expected one of {sorted(allowed)}")
+
+
 def build_teacher(spec: dict[str, Any], data: dict[str, Any], pool: tuple[list[str], list[int]], seed: int) -> Any:
     """The teacher a config's ``teacher`` section names."""
     kind = spec.get("kind")
     options = {k: v for k, v in spec.items() if k != "kind"}
+    if kind in TEACHER_KEYS:
+        check_keys("teacher", options, TEACHER_KEYS[kind])
     if kind == "rule":
         from sstkit.functional.llm2llm import RuleTeacher
 
@@ -130,6 +144,12 @@ def llm2llm_main(argv: list[str]) -> int:
                           "student, teacher, llm2llm")
     data = {**DATA_DEFAULTS, **(config.get("data") or {})}
     loop_options = dict(config.get("llm2llm") or {})
+    student_spec = dict(config.get("student") or {})
+    check_keys("data", data, set(DATA_DEFAULTS))
+    check_keys("llm2llm", loop_options, LOOP_KEYS)
+    check_keys("student", student_spec, STUDENT_KEYS)
+    if "config" not in student_spec:
+        raise SstkitError(f"{args.config}: student.config (an sstkit config such as configs/bert/sst2/finetune.yaml) is missing")
     if args.mode:
         loop_options["mode"] = args.mode
     seed = args.seed if args.seed is not None else int(config.get("seed", 0))
@@ -138,20 +158,16 @@ def llm2llm_main(argv: list[str]) -> int:
     name = f"{args.name or config.get('name') or Path(args.config).stem}-{loop_config.mode}"
     run_root = Path(args.run_root or config.get("run_root") or os.environ.get("SSTKIT_RUNS", "runs"))
 
+    from sstkit.commands.llm2llm_student import SstkitRunStudent
+
     workdir = run_root / name / f"seed{seed}"
     train_file, task = task_files(data, workdir)
+    student = SstkitRunStudent(Path(student_spec["config"]), task, run_root, name, seed,
+                               student_spec.get("overrides"), bool(student_spec.get("keep_checkpoints", False)))
     seeds, pool_texts, pool_labels = split_seed_and_pool(train_file, data, seed)
     teacher = None
     if loop_config.mode != "seed_only":
         teacher = build_teacher(dict(config.get("teacher") or {}), data, (pool_texts, pool_labels), seed)
-
-    from sstkit.commands.llm2llm_student import SstkitRunStudent
-
-    student_spec = dict(config.get("student") or {})
-    if "config" not in student_spec:
-        raise SstkitError(f"{args.config}: student.config (an sstkit config such as configs/bert/sst2/finetune.yaml) is missing")
-    student = SstkitRunStudent(Path(student_spec["config"]), task, run_root, name, seed,
-                               student_spec.get("overrides"), bool(student_spec.get("keep_checkpoints", False)))
     history = Llm2LlmLoop(student, teacher, loop_config, workdir).run(seeds)
     rows = history_table(history, "test/acc")
     (workdir / "history.json").write_text(json.dumps(rows, indent=2))
