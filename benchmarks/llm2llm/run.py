@@ -48,10 +48,27 @@ def loop_folder(runs: Path, label: str, mode: str, seed: int) -> Path:
     return runs / f"llm2llm-sst2-{label}-{mode}" / f"seed{seed}"
 
 
+def share_iteration0(runs: Path, label: str, mode: str, seed: int) -> None:
+    """Gives an arm the rule LLM2LLM arm's iteration-0 student (same seed data, config and seed: the same run).
+
+    The loop reuses an iteration's ``student.json`` when it exists, so the seed-only student is trained once per
+    seed instead of once per arm. Continued fine-tuning needs that run's checkpoint, which is not kept: it trains
+    its own.
+    """
+    source = loop_folder(runs, "rule", "llm2llm", seed) / "iter0" / "student.json"
+    target = loop_folder(runs, label, mode, seed) / "iter0" / "student.json"
+    if mode == "continued" or (label, mode) == ("rule", "llm2llm") or not source.is_file() or target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    record = json.loads(source.read_text())
+    target.write_text(json.dumps({**record, "shared_from": str(source.relative_to(runs))}, indent=2))
+
+
 def run_arm(runs: Path, label: str, config: str, kind: str, mode: str, extra: list[str], seed: int) -> None:
     if (loop_folder(runs, label, mode, seed) / "history.json").is_file():
         print(f"{label} {mode} seed {seed}: done, skipping", flush=True)  # saves loading the teacher again
         return
+    share_iteration0(runs, label, mode, seed)
     args = ["--config", config, "--mode", mode, "--seed", str(seed), "--name", f"llm2llm-sst2-{label}",
             "--run_root", str(runs), *COMMON, "--set", f"teacher.kind={kind}", *extra]
     if mode == "one_shot":
