@@ -206,6 +206,8 @@ def test_chat_teacher_prompt_parsing_and_label_check() -> None:
     assert parse_reply("Sentence: no label here", ["negative", "positive"]) == []
     assert parse_reply("Sentence: no label here", ["negative", "positive"], default_label=1) == [("no label here", 1)]
     assert parse_reply("Sentence: x\nLabel: neutral", ["negative", "positive"]) == []
+    assert parse_reply("Sentence: <the new sentence>\nSentence: (the new sentence)\nSentence: Sentence: [1]\n"
+                       "Sentence: Sentence: The chills!", ["negative", "positive"], 0) == [("The chills!", 0)]
     assert parse_reply("Here you go:\n1. A fun ride.\n- Sweet and sharp", ["negative", "positive"], 1) == [
         ("A fun ride.", 1), ("Sweet and sharp", 1)]
 

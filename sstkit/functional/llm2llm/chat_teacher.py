@@ -36,6 +36,9 @@ PROMPT = (
     "Label: {label}"
 )
 _SENTENCE = re.compile(r"^\s*(?:\d+[.)]\s*)?(?:\*\*)?(?:new\s+)?sentence(?:\s*\d+)?\s*:?(?:\*\*)?\s*:?\s*(.+)$", re.I)
+_PREFIX = re.compile(r"^(?:\s*(?:new\s+)?sentence\s*:\s*)+", re.I)  # "Sentence: Sentence: x" -> "x"
+# The prompt's own placeholder echoed back ("<the new sentence>"), or a line with no word in it ("[1]").
+_PLACEHOLDER = re.compile(r"^\W*(?:the\s+)?new\s+sentence\W*$|^[^A-Za-z]*(?:[A-Za-z][^A-Za-z]*)?$", re.I)
 _ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.+)$")  # a numbered or bulleted line, as small models often write
 _LABEL = re.compile(r"^\s*(?:\*\*)?label(?:\*\*)?\s*:\s*(?:\*\*)?\s*([\w -]+?)\s*(?:\*\*)?\s*$", re.I)
 
@@ -44,8 +47,9 @@ def parse_reply(reply: str, label_names: Sequence[str], default_label: int | Non
     """``(sentence, label)`` pairs from a reply in the prompt's format.
 
     A ``Sentence:`` line (or, failing the format, a numbered or bulleted line) opens a candidate and the next
-    ``Label:`` line labels it; a label that is not one of
-    ``label_names`` drops the candidate. Candidates without a label line get ``default_label`` (None: dropped).
+    ``Label:`` line labels it; a label that is not one of ``label_names`` drops the candidate, and so does an echo
+    of the prompt's placeholder or a line without a word. Candidates without a label line get ``default_label``
+    (None: dropped).
     """
     names = {name.lower(): i for i, name in enumerate(label_names)}
     out: list[Candidate] = []
@@ -65,8 +69,8 @@ def parse_reply(reply: str, label_names: Sequence[str], default_label: int | Non
         sentence_match = _SENTENCE.match(line) or _ITEM.match(line)
         if sentence_match:
             close(default_label)
-            text = sentence_match.group(1).strip().strip('"').strip()
-            pending = text or None
+            text = _PREFIX.sub("", sentence_match.group(1)).strip().strip('"').strip()
+            pending = None if _PLACEHOLDER.match(text) else text
     close(default_label)
     return out
 
