@@ -99,9 +99,9 @@ def check_keys(section: str, given: dict[str, Any], allowed: set[str]) -> None:
 def build_teacher(spec: dict[str, Any], data: dict[str, Any], pool: tuple[list[str], list[int]], seed: int) -> Any:
     """The teacher a config's ``teacher`` section names."""
     kind = spec.get("kind")
-    options = {k: v for k, v in spec.items() if k != "kind"}
-    if kind in TEACHER_KEYS:
-        check_keys("teacher", options, TEACHER_KEYS[kind])
+    # Settings of the other kinds may stay in the section, so `--set teacher.kind=retrieval` switches a config.
+    check_keys("teacher", {k: v for k, v in spec.items() if k != "kind"}, set().union(*TEACHER_KEYS.values()))
+    options = {k: v for k, v in spec.items() if k in TEACHER_KEYS.get(kind, ())}
     if kind == "rule":
         from sstkit.functional.llm2llm import RuleTeacher
 
