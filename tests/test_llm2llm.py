@@ -275,3 +275,12 @@ def test_command_end_to_end_with_a_tiny_student(tmp_path: Path, data_dir: Path, 
     with pytest.raises(SystemExit) as bad:
         main([*args, "--set", "teacher.kind=oracle"])
     assert bad.value.code == 2 and "teacher.kind must be one of" in capsys.readouterr().err
+
+
+def test_teacher_section_may_keep_other_kinds_settings_but_no_unknown_key() -> None:
+    from sstkit.commands.llm2llm import build_teacher
+
+    teacher = build_teacher({"kind": "rule", "edit_rate": 0.3, "model": "smollm2"}, {}, ([], []), seed=0)
+    assert isinstance(teacher, RuleTeacher) and teacher.edit_rate == 0.3
+    with pytest.raises(SstkitError, match="teacher.edit: unknown key"):
+        build_teacher({"kind": "rule", "edit": 0.3}, {}, ([], []), seed=0)
