@@ -79,9 +79,11 @@ def run_arm(runs: Path, label: str, config: str, kind: str, mode: str, extra: li
 
 
 def collect(runs: Path) -> list[dict]:
-    """One row per (teacher, mode, seed, iteration) from the loop folders' state files."""
+    """One row per (teacher, mode, seed, iteration) from the state files of finished loops."""
     rows = []
     for state_file in sorted(runs.glob("llm2llm-sst2-*/seed*/iter*/state.json")):
+        if not (state_file.parents[1] / "history.json").is_file():
+            continue  # an arm still running: its seed joins the means once all its iterations are done
         state = json.loads(state_file.read_text())
         teacher = state_file.parents[2].name.removeprefix("llm2llm-sst2-").rsplit("-", 1)[0]
         rows.append({"teacher": teacher, "mode": state["mode"], "seed": int(state_file.parents[1].name[4:]),
