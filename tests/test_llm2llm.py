@@ -284,3 +284,20 @@ def test_teacher_section_may_keep_other_kinds_settings_but_no_unknown_key() -> N
     assert isinstance(teacher, RuleTeacher) and teacher.edit_rate == 0.3
     with pytest.raises(SstkitError, match="teacher.edit: unknown key"):
         build_teacher({"kind": "rule", "edit": 0.3}, {}, ([], []), seed=0)
+
+
+@pytest.mark.parametrize("mode", ["llm2llm", "continued"])
+def test_checkpoints_are_released_only_when_no_later_step_needs_them(tmp_path: Path, mode: str) -> None:
+    released: list[str] = []
+
+    class Releasing(FakeStudent):
+        def train(self, iteration, train_file, init_from):
+            if init_from is not None:
+                assert init_from["run"] not in released  # continued fine-tuning still finds its start
+            return super().train(iteration, train_file, init_from)
+
+        def release(self, record):
+            released.append(record["run"])
+
+    Llm2LlmLoop(Releasing(wrong={"s0"}), ScriptedTeacher(), LoopConfig(mode=mode, iterations=2), tmp_path).run(SEEDS)
+    assert released == (["run0", "run1"] if mode == "continued" else ["run0", "run1", "run2"])

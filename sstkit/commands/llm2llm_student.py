@@ -110,8 +110,6 @@ class SstkitRunStudent:
         self._cli("fit", "--config", str(config_file), cli=cli)
         ckpt = run / "checkpoints" / "last.ckpt"
         self._cli("test", "--config", str(config_file), "--ckpt_path", str(ckpt))
-        if init is not None and not self.keep_checkpoints:
-            shutil.rmtree(init.parent, ignore_errors=True)
         metrics = json.loads((run / "summary.json").read_text()).get("metrics", {})
         return {"run": str(run), "config_file": str(config_file), "metrics": metrics}
 

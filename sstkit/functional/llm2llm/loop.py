@@ -150,8 +150,11 @@ class Llm2LlmLoop:
             record["wrong"] = [e.id for e, p in zip(dataset, predictions, strict=True) if int(p) != e.label]
             atomic_write(student_file, json.dumps(record, indent=2))
             release = getattr(self.student, "release", None)
-            if callable(release) and self.config.mode != "continued":
-                release(record)  # only continued fine-tuning starts from this run's weights again
+            # Continued fine-tuning starts from this run's weights next: free the one before, now that this
+            # iteration's result is on disk (a crash before this line can still retrain from it).
+            done = last if self.config.mode == "continued" else record
+            if callable(release) and done is not None:
+                release(done)
         wrong_ids = set(record["wrong"])
         wrong = [e for e in dataset if e.id in wrong_ids and e.is_seed]
         parents = self.parents(i, dataset, wrong)
