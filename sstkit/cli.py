@@ -43,6 +43,7 @@ COMMANDS: dict[str, Command] = {
     "attack": Command("sstkit.commands.attack:attack_main", "adversarial word substitution: PWWS, BAE, BERT-Attack, FBA"),
     "safety": Command("sstkit.commands.safety:safety_main", "safety test suites for chat models: generate, judge, tabulate"),
     "generate": Command("sstkit.commands.generate:generate_main", "attribute-controlled generation: none, prompt, PPLM-style, PPC, RLDAF"),
+    "llm2llm": Command("sstkit.commands.llm2llm:llm2llm_main", "LLM2LLM: iterative teacher augmentation of a low-data student"),
 }
 
 # Names that used to be defined here; they now live with LightningCLI in sstkit.commands.trainer.
