@@ -40,7 +40,7 @@ COMMANDS: dict[str, Command] = {
     "data": Command("sstkit.commands.data:data_main", "download the data sets into the layout sstkit reads"),
     "explain": Command("sstkit.commands.explain:explain_main", "CD-T local explanations of a classifier"),
     "ood": Command("sstkit.commands.ood:ood_main", "OOD scores (LM / MLKD perplexity) and AUROC, AUPR, FAR95"),
-    "attack": Command("sstkit.commands.attack:attack_main", "adversarial word substitution: PWWS, BAE, BERT-Attack, FBA"),
+    "attack": Command("sstkit.commands.attack:attack_main", "adversarial word substitution: PWWS, BAE, BERT-Attack, FBA, GradObstinate"),
     "safety": Command("sstkit.commands.safety:safety_main", "safety test suites for chat models: generate, judge, tabulate"),
     "generate": Command("sstkit.commands.generate:generate_main", "attribute-controlled generation: none, prompt, PPLM-style, PPC, RLDAF"),
     "llm2llm": Command("sstkit.commands.llm2llm:llm2llm_main", "LLM2LLM: iterative teacher augmentation of a low-data student"),
