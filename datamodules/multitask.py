@@ -125,7 +125,10 @@ class TaskBatchSampler(Sampler[list[int]]):
             batch: list[int] = []
             while len(batch) < min(self.batch_size, size):
                 if not streams.get(task):  # exhausted: a new pass over the task in a new order
-                    streams[task] = (torch.randperm(size, generator=generator) + start).tolist()
+                    order = (torch.randperm(size, generator=generator) + start).tolist()
+                    # What this batch already holds goes last, so a batch never repeats an example.
+                    taken = set(batch)
+                    streams[task] = ([i for i in order if i in taken] + [i for i in order if i not in taken])
                 batch.append(streams[task].pop())
             yield batch
 
