@@ -211,7 +211,8 @@ class MultitaskTextDataModule(EvalLoaderHooks, L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         for split in STAGE_SPLITS.get(stage or "", ("train", "val", "test")):
-            if split in self.datasets or split == "predict":
+            split = "test" if split == "predict" else split  # predictions are for the tasks' test sets
+            if split in self.datasets:
                 continue
             parts = []
             for task, module in enumerate(self.task_modules):
