@@ -49,14 +49,16 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shots", type=int, default=16)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--steps", type=int, default=40, help="joint training steps (adapters, hypernetwork)")
-    p.add_argument("--ft-steps", type=int, default=20, help="full fine-tuning steps per task")
-    p.add_argument("--heldout-steps", type=int, default=15)
+    p.add_argument("--steps", type=int, default=50, help="joint training steps (adapters, hypernetwork)")
+    p.add_argument("--ft-steps", type=int, default=25, help="full fine-tuning steps per task")
+    p.add_argument("--heldout-steps", type=int, default=20)
+    p.add_argument("--heldout-lr", type=float, default=5e-3, help="new task embedding z_t / new adapter set")
     p.add_argument("--pairs", type=int, default=2, help="SetFit R: pair rounds per example")
-    p.add_argument("--eval", type=int, default=160, help="test sentences per task")
+    p.add_argument("--eval", type=int, default=200, help="test sentences per task")
     p.add_argument("--max-length", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--adapter-lr", type=float, default=3e-3, help="adapters / hypernetwork and heads")
+    p.add_argument("--adapter-lr", type=float, default=1e-3, help="adapters / hypernetwork (and the contrastive stage)")
+    p.add_argument("--head-lr", type=float, default=3e-3, help="heads of the adapter arms (and of held-out tasks)")
     p.add_argument("--ft-lr", type=float, default=1e-4, help="full fine-tuning")
     p.add_argument("--table-only", action="store_true")
     return p.parse_args()
@@ -95,9 +97,15 @@ def schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_sch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
 
 
-def train(model: MultitaskTextClassifier, batches: Iterator[dict], steps: int, lr: float, weight_decay: float = 0.01) -> None:
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+def train(model: MultitaskTextClassifier, batches: Iterator[dict], steps: int, lr: float, weight_decay: float = 0.01,
+          head_lr: float | None = None) -> None:  # fmt: skip
+    """AdamW, warm-up + linear decay, gradients clipped at norm 1; heads at ``head_lr`` if given."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    heads = [p for n, p in named if n.startswith("heads.")] if head_lr else []
+    rest = [p for n, p in named if not (head_lr and n.startswith("heads."))]
+    groups = [{"params": rest, "lr": lr}] + ([{"params": heads, "lr": head_lr}] if heads else [])
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    params = [p for _, p in named]
     sched = schedule(optimizer, steps)
     model.train()
     for _ in range(steps):
@@ -106,6 +114,8 @@ def train(model: MultitaskTextClassifier, batches: Iterator[dict], steps: int, l
         loss = F.cross_entropy(logits, batch["labels"])
         optimizer.zero_grad()
         loss.backward()
+        # A hypernetwork's generated weights move by lr × |h| per generator entry: clipping keeps early steps sane.
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         sched.step()
 
@@ -230,7 +240,7 @@ def run_one(args: argparse.Namespace, k: int, seed: int) -> list[dict]:
             for task in range(2):
                 contrastive(model, train_parts[task], task, args.pairs, seed, args.adapter_lr, args.batch_size)
         freeze_for_adapters(model, HEADS)
-        train(model, joint_batches(seed), args.steps, args.adapter_lr)
+        train(model, joint_batches(seed), args.steps, args.adapter_lr, head_lr=args.head_lr)
         cost = parameters_per_task(bank)
         for task, name in enumerate(TASKS):
             record(method, name, accuracy(model, test_parts[task], task), cost["per_task"] + head_params(LABELS[task]),
@@ -243,7 +253,8 @@ def run_one(args: argparse.Namespace, k: int, seed: int) -> list[dict]:
         freeze_for_adapters(model, [rf"re:^heads\.{new}\."])
         if kind == "hyper":
             handle = train_only_task(bank, new)
-        train(model, loader([held_train], [new], args.batch_size, seed), args.heldout_steps, 5e-3, weight_decay=0.0)
+        train(model, loader([held_train], [new], args.batch_size, seed), args.heldout_steps, args.heldout_lr,
+              weight_decay=0.0, head_lr=args.head_lr)
         if kind == "hyper":
             handle.remove()
         record(method, HELDOUT, accuracy(model, held_test, new), cost["per_task"] + head_params(2), 0, time.time() - t)
