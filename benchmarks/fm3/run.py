@@ -7,7 +7,7 @@ Trainer, to keep the CPU cost down). One invocation runs one shot count and the 
 ``rows/k<K>-seed<S>.json``, and rewrites ``results.csv`` / ``results.md`` from every JSON file there.
 
     SSTKIT_DATA=../shared/data nice -n 10 python benchmarks/fm3/run.py --shots 16 --seeds 0 1
-    python benchmarks/fm3/run.py --table-only     # regenerate the tables from runs/
+    python benchmarks/fm3/run.py --table-only     # regenerate the tables from rows/
 """
 
 from __future__ import annotations
