@@ -4,6 +4,7 @@ from .attack_success import AttackSuccessRate
 from .clean_unlearning import CleanUnlearning
 from .freelb import FreeLB
 from .hessian_quant import HessianQuantization
+from .hyper_adapters import HyperAdapters
 from .lora import LoRA
 from .mlkd import MLKD
 from .relora import ReLoRA
@@ -13,5 +14,5 @@ from .smart import SMART
 from .sst import SparseSpectralTraining
 from .transductive import TransductiveFineTuning
 
-__all__ = ["AttackSuccessRate", "CleanUnlearning", "HessianQuantization", "LoRA", "MLKD", "ReLoRA", "SparseSpectralTraining",
+__all__ = ["AttackSuccessRate", "CleanUnlearning", "HessianQuantization", "HyperAdapters", "LoRA", "MLKD", "ReLoRA", "SparseSpectralTraining",
            "FreeLB", "SMART", "SelfCalibration", "TransductiveFineTuning", "ReplacedTokenDetection"]

@@ -3,6 +3,7 @@
 from .agnews import AGNewsDataModule
 from .column_corpus import ColumnCorpusDataModule
 from .mixed_corpus import MixedTextCorpusDataModule
+from .multitask import MultitaskTextDataModule
 from .planetoid import PlanetoidDataModule
 from .point_scenes import PointScenesDataModule, collate_points
 from .pointcept_scenes import PointceptScenesDataModule
@@ -18,6 +19,7 @@ __all__ = [
     "AGNewsDataModule",
     "ColumnCorpusDataModule",
     "MixedTextCorpusDataModule",
+    "MultitaskTextDataModule",
     "PlanetoidDataModule",
     "PointScenesDataModule",
     "PointceptScenesDataModule",

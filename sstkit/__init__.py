@@ -32,6 +32,8 @@ _LAZY_NAMES: dict[str, str] = {
     ),
     "ColumnCorpusDataModule": "sstkit.datamodules",
     "MixedTextCorpusDataModule": "sstkit.datamodules",
+    "MultitaskTextClassifier": "sstkit.models",
+    "MultitaskTextDataModule": "sstkit.datamodules",
 }
 _SUBPACKAGES = ("bench", "callbacks", "cli", "commands", "datamodules", "functional", "models", "nn", "optim")
 

@@ -34,6 +34,7 @@ METHODS: dict[str, str] = {
     "freelb": "FreeLB", "smart": "SMART", "selfcal": "SelfCalibration", "transductive": "TransductiveFineTuning",
     "rtd": "ReplacedTokenDetection",
     "mlkd": "MLKD",
+    "hyper_adapters": "HyperAdapters",
 }
 
 _SURGERY = ("both replace the same nn.Linear layers ({what}), so one would wrap the other's wrapper or match "
@@ -111,6 +112,24 @@ REFUSED.update({
     **{frozenset({"mlkd", t}): _MLKD.format(what=f"{METHODS[t]} is a classifier fine-tuning trick, and the "
                                             "student is a causal LM with no labels to calibrate or perturb for")
        for t in ("freelb", "smart", "selfcal", "transductive", "rtd")},
+})
+
+_HYPER = ("HyperAdapters freezes the whole backbone and trains only generated adapters (and heads); {other} {what}, "
+          "so one of the two would silently not train what it promises; use one of them per model")
+REFUSED.update({
+    frozenset({"hyper_adapters", "sst"}): _HYPER.format(other="SST", what="trains the backbone's W = U diag(s) Vh"),
+    frozenset({"hyper_adapters", "lora"}): _HYPER.format(other="LoRA", what="is another adapter on the same frozen "
+                                                         "backbone, and whichever sets up second freezes or leaves "
+                                                         "the other's parameters, so the result depends on order"),
+    frozenset({"hyper_adapters", "relora"}): _HYPER.format(other="ReLoRA", what="merges low-rank updates into the "
+                                                           "backbone's weights, which HyperAdapters keeps frozen"),
+    frozenset({"hyper_adapters", "qbert"}): _HYPER.format(other="Q-BERT", what="trains the backbone's quantised "
+                                                          "latent weights (QAT)"),
+    frozenset({"hyper_adapters", "cul"}): _CUL.format(other="HyperAdapters", what="would move only generated "
+                                                      "adapters"),
+    frozenset({"hyper_adapters", "rtd"}): _RTD_SURGERY.format(other="HyperAdapters"),
+    frozenset({"hyper_adapters", "mlkd"}): _MLKD.format(what="HyperAdapters would freeze that random W and train "
+                                                        "only adapters"),
 })
 
 _MODEL_ATTR = "_sstkit_methods"  # on the model: the methods set up on it, in order

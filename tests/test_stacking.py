@@ -21,6 +21,7 @@ from sstkit.callbacks import (
     CleanUnlearning,
     FreeLB,
     HessianQuantization,
+    HyperAdapters,
     LoRA,
     ReLoRA,
     ReplacedTokenDetection,
@@ -49,6 +50,7 @@ CALLBACKS = {
     "transductive": lambda: TransductiveFineTuning(),
     "rtd": lambda: ReplacedTokenDetection(),
     "mlkd": lambda: MLKD(),
+    "hyper_adapters": lambda: HyperAdapters(bottleneck=2, task_dim=4, hyper_dim=4),
 }
 # Loss-side methods (issue 20): they change only the training loss, so they compose with every parameterisation,
 # optimizer and measurement that is not itself defined by the plain loss (CUL), and with each other but FreeLB+SMART.
@@ -62,6 +64,7 @@ COMPOSES = {
     **{frozenset({t, m}): "test_loss_tricks_compose" for t in TRICKS for m in METHODS
        if m not in ("asr", "cul", "rtd", "mlkd", t) and frozenset({t, m}) != frozenset({"freelb", "smart"})},
     frozenset({"rtd", "adamr"}): "test_loss_tricks_compose",
+    frozenset({"hyper_adapters", "adamr"}): "test_hyper_adapters_with_adamr_decays_the_generated_update",
 }
 
 
@@ -162,6 +165,19 @@ def test_lora_with_adamr_decays_the_low_rank_delta() -> None:
         deltas[lam] = _lora_delta(model)
         assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
     assert 0 < deltas[0.1] < 0.8 * deltas[0.0]
+
+
+def test_hyper_adapters_with_adamr_decays_the_generated_update() -> None:
+    """AdamR on hypernetwork adapters: G_up starts at 0, so pulling it to its start shrinks every generated W_up."""
+    norms = {}
+    for lam in (0.0, 0.3):
+        model = tiny_model()
+        _setup("hyper_adapters", model)
+        frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+        _steps(model, AdamR([p for p in model.parameters() if p.requires_grad], lr=1e-2, delta_decay=lam), 8)
+        norms[lam] = float(model.adapter_bank.up_generator.weight.detach().norm())
+        assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    assert 0 < norms[0.3] < 0.8 * norms[0.0]
 
 
 def test_qat_with_adamr_anchors_the_latent_weights() -> None:

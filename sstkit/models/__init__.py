@@ -4,7 +4,8 @@ from sstkit.models.base import SstkitModule, StepOutput
 from sstkit.models.causal_lm import CausalLM
 from sstkit.models.hyperbolic_gnn import HyperbolicGNN
 from sstkit.models.masked_lm import MaskedLM
+from sstkit.models.multitask_classifier import MultitaskTextClassifier
 from sstkit.models.point_segmenter import PointSegmenter
 from sstkit.models.text_classifier import TextClassifier
 
-__all__ = ["CausalLM", "HyperbolicGNN", "MaskedLM", "PointSegmenter", "SstkitModule", "StepOutput", "TextClassifier"]
+__all__ = ["CausalLM", "HyperbolicGNN", "MaskedLM", "MultitaskTextClassifier", "PointSegmenter", "SstkitModule", "StepOutput", "TextClassifier"]
