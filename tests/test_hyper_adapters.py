@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import TINY_BERT
+from sstkit.callbacks import HyperAdapters
 from test_sst_callback import batch
 
-from sstkit.callbacks import HyperAdapters
 from sstkit.errors import SstkitError
 from sstkit.functional.hyper_adapters import (
     BANK_ATTR,

@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
-
 from sstkit.datamodules.multitask import k_shot_indices
+
 from sstkit.nn.image_text import ImageTextMatcher, SmallImageEncoder, clip_loss
 
 torch.set_num_threads(1)

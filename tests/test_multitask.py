@@ -8,11 +8,11 @@ import lightning as L
 import pytest
 import torch
 from conftest import TINY_BERT
-from support import run_cli
-
 from sstkit.callbacks import HyperAdapters
 from sstkit.datamodules import MultitaskTextDataModule
 from sstkit.datamodules.multitask import TaskBatchSampler, k_shot_indices, task_probabilities
+from support import run_cli
+
 from sstkit.errors import SstkitError
 from sstkit.functional.contrastive_pairs import cosine_pair_loss, setfit_pairs
 from sstkit.models import MultitaskTextClassifier

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
+from sstkit.datamodules.multitask import k_shot_indices
 from torch import nn
 
-from sstkit.datamodules.multitask import k_shot_indices
 from sstkit.loaders import load_tokenizer
 from sstkit.models import MultitaskTextClassifier
 from sstkit.nn.image_text import ImageTextMatcher, SmallImageEncoder

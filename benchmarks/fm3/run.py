@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
-from torch import nn
-
 from sstkit.datamodules import AGNewsDataModule, MultitaskTextDataModule
 from sstkit.datamodules.multitask import TaskTexts, k_shot_indices
 from sstkit.datamodules.tokenized import TokenizedTexts
+from torch import nn
+
 from sstkit.functional.contrastive_pairs import cosine_pair_loss, setfit_pairs
 from sstkit.functional.hyper_adapters import (
     apply_hyper_adapters,
