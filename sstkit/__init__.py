@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 # Public short names -> the package that defines them (kept equal to those packages' __all__ by a test).
 _LAZY_NAMES: dict[str, str] = {
     **dict.fromkeys(
-        ["CausalLM", "HyperbolicGNN", "MaskedLM", "PointSegmenter", "SstkitModule", "StepOutput", "TextClassifier"],
+        ["BagOfWordsClassifier", "CausalLM", "HyperbolicGNN", "MaskedLM", "PointSegmenter", "SstkitModule", "StepOutput", "TextClassifier"],
         "sstkit.models",
     ),
     **dict.fromkeys(

@@ -1,5 +1,6 @@
 """Obstinate benchmark: GradObstinate vs the antonym baseline on MiniLM SST-2 victims, raw and oracle-validated
-success, mean substitutions, and transfer of each victim's obstinate examples to the other classifiers.
+success, mean substitutions, and transfer of each victim's obstinate examples to the other classifiers (the
+oracle's, and ``--transfer`` targets such as the bag-of-words model, which are only evaluated).
 
 For every victim and recipe: one ``summary.json`` + ``examples.jsonl`` under ``$ROOT/<victim>/<recipe>/``; then
 ``results.csv`` / ``results.md`` (one row per victim x recipe) and ``examples.md`` (validated and raw-only examples)
@@ -10,7 +11,8 @@ Usage (from the repository root; README.md gives the sizes actually run)::
     python benchmarks/obstinate/run.py --n 100 \\
         --victim full-s0=../main/benchmarks/sst2_finetune/runs/sst2_finetune_full/seed0/checkpoints/last.ckpt \\
                  full-s1=…/seed1/checkpoints/last.ckpt minilm3k-s0=…/cdt-minilm-sst2/seed0/checkpoints/last.ckpt \\
-        --oracle-model lora1.5k-s1=benchmarks/obstinate/runs/obstinate-lora-sst2/seed1/checkpoints/last.ckpt
+        --oracle-model lora1.5k-s1=benchmarks/obstinate/runs/obstinate-lora-sst2/seed1/checkpoints/last.ckpt \\
+        --transfer bow-s0=benchmarks/obstinate/runs/obstinate-bow-sst2/seed0/checkpoints/last.ckpt
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sstkit.commands.attack import load_victim
 from sstkit.commands.classifier_io import read_texts
 from sstkit.functional.attacks.gradient import EmbeddingGradient
 from sstkit.functional.attacks.lexicon import WordNetLexicon
+from sstkit.functional.attacks.metrics import AttackResult
 from sstkit.functional.attacks.obstinate import OBSTINATE_RECIPES, transfer
 from sstkit.functional.attacks.oracle import (
     AntonymOrNegation,
@@ -52,22 +55,23 @@ def named(items: list[str]) -> dict[str, str]:
 
 
 def attack_all(args: argparse.Namespace) -> None:
-    victims, oracle_model = named(args.victim), named([args.oracle_model])
+    victims, oracle_model, targets = named(args.victim), named([args.oracle_model]), named(args.transfer)
+    checkpoints = {**victims, **oracle_model, **targets}
     texts, labels = read_texts(resolve_data_dir(None) / "sst2" / "test.tsv", limit=args.n)
     lexicon = WordNetLexicon()
-    loaded = {name: load_victim(path)[:2] for name, path in {**victims, **oracle_model}.items()}
+    loaded = {name: load_victim(path)[:2] for name, path in checkpoints.items()}
     (oracle_name,) = oracle_model
     oracle = ValidityOracle([AntonymOrNegation(lexicon), SentimentLexiconFlip(load_valence()),
                              ClassifierDisagreement(Victim(*loaded[oracle_name], batch_size=args.batch_size))])
     accuracy = Path(args.root) / "accuracy.json"
-    if not accuracy.is_file() or args.force:
-        accuracy.parent.mkdir(parents=True, exist_ok=True)
-        acc = {}
-        for name, (model, tokenizer) in loaded.items():
+    accuracy.parent.mkdir(parents=True, exist_ok=True)
+    acc = {} if args.force or not accuracy.is_file() else json.loads(accuracy.read_text())
+    for name, (model, tokenizer) in loaded.items():
+        if name not in acc:  # a classifier added to an earlier run gets its row; the others are kept
             preds = Victim(model, tokenizer, batch_size=args.batch_size).predict(texts)
             acc[name] = {"n": len(texts), "accuracy": sum(p == y for p, y in zip(preds, labels)) / len(texts),
-                         "checkpoint": {**victims, **oracle_model}[name]}
-        accuracy.write_text(json.dumps(acc, indent=2))
+                         "checkpoint": checkpoints[name]}
+    accuracy.write_text(json.dumps(acc, indent=2))
     for name in victims:
         model, tokenizer = loaded[name]
         for recipe in OBSTINATE_RECIPES:
@@ -95,6 +99,23 @@ def attack_all(args: argparse.Namespace) -> None:
                     f.write(json.dumps(r.as_dict()) + "\n")
             print(f"{name} {recipe}: raw {metrics['attack_success_rate']}, validated "
                   f"{metrics['validated_success_rate']}, {metrics['wall_seconds']:.0f} s", flush=True)
+    add_transfer(Path(args.root), loaded, args.batch_size)
+
+
+def add_transfer(root: Path, loaded: dict, batch_size: int) -> None:
+    """Transfer of finished runs' obstinate examples to classifiers their summary does not cover yet (a transfer
+    target added later), read back from ``examples.jsonl``: no attack is rerun."""
+    for summary_path in sorted(root.glob("*/*/summary.json")):
+        run, victim = json.loads(summary_path.read_text()), summary_path.parent.parent.name
+        missing = [o for o in loaded if o != victim and o not in run["metrics"]["transfer"]]
+        if not missing:
+            continue
+        lines = (summary_path.parent / "examples.jsonl").read_text().splitlines()
+        results = [AttackResult(**json.loads(line)) for line in lines]
+        for other in missing:
+            run["metrics"]["transfer"][other] = transfer(results, Victim(*loaded[other], batch_size=batch_size))
+        summary_path.write_text(json.dumps(run, indent=2))
+        print(f"{victim} {summary_path.parent.name}: transfer added for {', '.join(missing)}", flush=True)
 
 
 def pct(x: float | None) -> str:
@@ -164,6 +185,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--victim", nargs="*", default=[], help="NAME=CHECKPOINT, the attacked classifiers")
     p.add_argument("--oracle-model", default=None, help="NAME=CHECKPOINT, the oracle's second classifier")
+    p.add_argument("--transfer", nargs="*", default=[],
+                   help="NAME=CHECKPOINT, classifiers that are only transfer targets (neither attacked nor oracle)")
     p.add_argument("--n", type=int, default=100, help="first N SST-2 test sentences")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--tau", type=float, default=0.5)

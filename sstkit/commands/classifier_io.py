@@ -1,9 +1,10 @@
 """Loading and writing text classifiers for the delta and patch commands, and plain evaluation loops.
 
-A classifier is read from a Lightning checkpoint of :class:`sstkit.models.TextClassifier` or from an *exported*
-folder, and written as an exported folder: a plain Hugging Face encoder (``config.json``, ``model.safetensors``,
-tokenizer files) plus ``head.safetensors`` and ``sstkit_classifier.json``. The folder loads without sstkit as an
-HF model, and with sstkit as ``backbone: <folder>`` or through :func:`load_classifier`.
+A classifier is read from a Lightning checkpoint of :class:`sstkit.models.TextClassifier` (or of the bag-of-words
+:class:`sstkit.models.BagOfWordsClassifier`, e.g. as an attack victim) or from an *exported* folder, and written
+as an exported folder: a plain Hugging Face encoder (``config.json``, ``model.safetensors``, tokenizer files) plus
+``head.safetensors`` and ``sstkit_classifier.json``. The folder loads without sstkit as an HF model, and with
+sstkit as ``backbone: <folder>`` or through :func:`load_classifier`.
 
 Example:
     >>> model = load_classifier("runs/bert-sst2-finetune/seed0/checkpoints/last.ckpt")  # doctest: +SKIP
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from sstkit.errors import SstkitError
 from sstkit.loaders import load_tokenizer
+from sstkit.models.bow_classifier import BagOfWordsClassifier
 from sstkit.models.text_classifier import TextClassifier
 
 META_FILE = "sstkit_classifier.json"
@@ -60,8 +62,9 @@ def resolve_device(name: str = "auto", option: str = "--device") -> torch.device
     return device
 
 
-def load_classifier(path: str | Path) -> TextClassifier:
-    """A :class:`TextClassifier` in eval mode from a checkpoint file or an exported folder."""
+def load_classifier(path: str | Path) -> TextClassifier | BagOfWordsClassifier:
+    """A :class:`TextClassifier` (checkpoint file or exported folder) or a :class:`BagOfWordsClassifier`
+    (checkpoint file) in eval mode."""
     path = Path(path)
     if path.is_dir():
         meta_path = path / META_FILE
@@ -80,24 +83,31 @@ def load_classifier(path: str | Path) -> TextClassifier:
         state = ckpt["dense_state_dict"]  # LoRA with export_dense: the merged dense weights load as they are
     if any(".lora_" in key for key in state):
         raise SstkitError(f"{path}: a LoRA checkpoint; merge it first or use `sstkit patch extract`")
-    hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    raw_hp = ckpt["hyper_parameters"]
+    hp = {k: v for k, v in raw_hp.items() if not k.startswith("_")}
+    # LightningCLI records the class as _class_path; checkpoints saved without it are told apart by their arguments
+    is_bow = str(raw_hp.get("_class_path", "")).endswith("BagOfWordsClassifier") or "embed_dim" in hp
+    family = BagOfWordsClassifier if is_bow else TextClassifier
     try:
-        model = TextClassifier(**hp)
+        model = family(**hp)
     except TypeError as err:
-        raise SstkitError(f"{path}: not a TextClassifier checkpoint ({err})") from err
+        raise SstkitError(f"{path}: not a {family.__name__} checkpoint ({err})") from err
     model.load_state_dict(state)
     return model.eval()
 
 
 def backbone_of(model: TextClassifier) -> str:
     """The name or path the classifier's encoder and tokenizer came from."""
-    return str(model.hparams.get("backbone", "minilm"))
+    hp = model.hparams
+    return str(hp.get("backbone") or hp.get("tokenizer") or "minilm")  # a bag-of-words model names its tokenizer
 
 
 def save_classifier(model: TextClassifier, out: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Writes the exported folder (HF encoder + tokenizer + head + metadata) and returns its path."""
     from safetensors.torch import save_file
 
+    if not isinstance(model, TextClassifier):
+        raise SstkitError(f"only a TextClassifier exports as a Hugging Face folder, not a {type(model).__name__}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(str(out))
