@@ -3,6 +3,7 @@
 from .attack_success import AttackSuccessRate
 from .clean_unlearning import CleanUnlearning
 from .freelb import FreeLB
+from .galore import GaLore
 from .hessian_quant import HessianQuantization
 from .lora import LoRA
 from .mlkd import MLKD
@@ -14,4 +15,4 @@ from .sst import SparseSpectralTraining
 from .transductive import TransductiveFineTuning
 
 __all__ = ["AttackSuccessRate", "CleanUnlearning", "HessianQuantization", "LoRA", "MLKD", "ReLoRA", "SparseSpectralTraining",
-           "FreeLB", "SMART", "SelfCalibration", "TransductiveFineTuning", "ReplacedTokenDetection"]
+           "FreeLB", "GaLore", "SMART", "SelfCalibration", "TransductiveFineTuning", "ReplacedTokenDetection"]

@@ -34,6 +34,7 @@ METHODS: dict[str, str] = {
     "freelb": "FreeLB", "smart": "SMART", "selfcal": "SelfCalibration", "transductive": "TransductiveFineTuning",
     "rtd": "ReplacedTokenDetection",
     "mlkd": "MLKD",
+    "galore": "GaLore",
 }
 
 _SURGERY = ("both replace the same nn.Linear layers ({what}), so one would wrap the other's wrapper or match "
@@ -111,6 +112,32 @@ REFUSED.update({
     **{frozenset({"mlkd", t}): _MLKD.format(what=f"{METHODS[t]} is a classifier fine-tuning trick, and the "
                                             "student is a causal LM with no labels to calibrate or perturb for")
        for t in ("freelb", "smart", "selfcal", "transductive", "rtd")},
+})
+
+_GALORE = ("GaLore projects the gradients of the plain nn.Linear weights and steps them with its own AdamW; "
+           "{what}")
+REFUSED.update({
+    frozenset({"galore", "sst"}): _GALORE.format(what="SST has replaced those layers by U diag(s) Vh, so there is "
+                                                 "no dense weight gradient to project (two low-rank routes, one "
+                                                 "model: use one)"),
+    frozenset({"galore", "lora"}): _GALORE.format(what="LoRA freezes those weights and trains adapters, so "
+                                                  "nothing is left for GaLore to project; use one of them"),
+    frozenset({"galore", "relora"}): _GALORE.format(what="ReLoRA freezes those weights and trains merged "
+                                                    "adapters, so nothing is left for GaLore to project"),
+    frozenset({"galore", "adamr"}): _GALORE.format(what="AdamR is an optimizer too, and one model has one "
+                                                   "optimizer; GaLore refuses any optimizer but the model's AdamW"),
+    frozenset({"galore", "qbert"}): _GALORE.format(what="Q-BERT's quantisation-aware fine-tuning corrects every "
+                                                   "quantised weight over a short run, and a rank-r projected "
+                                                   "update would confine that correction to r gradient "
+                                                   "directions per projection period, where GaLore's state "
+                                                   "saving buys nothing"),
+    frozenset({"galore", "cul"}): _CUL.format(other="GaLore", what="would move only r gradient directions per "
+                                              "layer"),
+    frozenset({"galore", "rtd"}): _GALORE.format(what="it selects layers by name across the whole model, which "
+                                                 "after ReplacedTokenDetection's setup includes its generator and "
+                                                 "detection head (and before it does not), so the meaning would "
+                                                 "depend on the callbacks' order; pretrain with RTD, then train "
+                                                 "from export_dir with GaLore"),
 })
 
 _MODEL_ATTR = "_sstkit_methods"  # on the model: the methods set up on it, in order
