@@ -78,7 +78,8 @@ PAPER_COMMON = ["--model.init_args.size=125m", "--model.init_args.config_overrid
                 "--data.init_args.bpe_vocab_size=8192", "--data.init_args.block_size=256",
                 "--data.init_args.batch_size=32", "--data.init_args.val_holdout=0.1",
                 "--data.init_args.limit_eval_blocks=128", "--trainer.precision=bf16-mixed",
-                "--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.enable_progress_bar=false"]
+                "--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.enable_progress_bar=false",
+                "--trainer.val_check_interval=100", "--trainer.log_every_n_steps=25"]
 PAPER_ARM = {
     "lora": [f"{CB}rank=64", f"{CB}alpha=128"],
     "relora": [f"{CB}rank=64", f"{CB}alpha=128"],
@@ -108,11 +109,14 @@ def sstkit(*args: str) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
+NO_TRAIN = False  # --no-train: tables from the runs there are
+
+
 def train(runs: Path, scale: str, arm: str, lr: float, seed: int, extra: list[str]) -> None:
     common, per_arm, prefix = SCALES[scale]
     name = run_name(prefix, arm, lr)
     record = record_path(runs, name, seed)
-    if record.is_file() and json.loads(record.read_text()).get("status") == "finished":
+    if NO_TRAIN or (record.is_file() and json.loads(record.read_text()).get("status") == "finished"):
         return
     config, overrides = ARMS[arm]
     last = record.parent / "checkpoints" / "last.ckpt"
@@ -159,11 +163,14 @@ def main() -> None:
                         help="cpu: the committed table; paper: OPT-125M shape on a GPU; v1/long: the first version")
     parser.add_argument("--steps", type=int, default=None, help="override max_steps (paper scale: fit the lease)")
     parser.add_argument("--train-only", action="store_true", help="train; skip evaluation and tables")
+    parser.add_argument("--no-train", action="store_true", help="no training: evaluate and tabulate what is there")
     parser.add_argument("--full-grid", action="store_true",
                         help="sweep every rate of --lrs for every arm (default: the three middle ones, then outward "
                              "only while an arm's best is at the edge)")
     args = parser.parse_args()
     runs = args.runs.resolve()
+    global NO_TRAIN
+    NO_TRAIN = args.no_train
     if args.scale in ("v1", "long"):
         import v1
 
@@ -205,8 +212,13 @@ def main() -> None:
                 train(runs, scale, arm, lr, seed, extra)
     if args.train_only:
         return
-    import evaluate
     import report
+
+    names = {arm: run_name(prefix, arm, lr) for arm, lr in chosen.items() if lr is not None}
+    if scale == "paper":  # tokens/s and peak GPU memory from the runs' records; no CPU evaluation of 125M models
+        report.write_paper(runs, HERE / "paper", names, tokens_per_step=32 * 256)
+        return
+    import evaluate
 
     names = {arm: run_name(prefix, arm, lr) for arm, lr in chosen.items() if lr is not None}
     # 3. Test perplexity and singular-value pruning from the checkpoints; derived metrics; tables.
