@@ -21,6 +21,9 @@ and perplexity after singular-value pruning for full rank and SST), writes ``ben
 summary.json, regenerates ``spec.yaml`` for the chosen runs and renders ``results.md`` / ``results.csv`` with
 ``sstkit table``, plus ``sweep.md``, ``pruning.md`` and ``ppl_vs_steps.png``.
 
+--scale cpu-long trains the same model 4× longer (800 steps), seed 0, at the rates the cpu sweep chose; its table
+is ``cpu_long/``.
+
 The 2-layer, 4096-BPE model of the first version (shared lr 1e-3, test.txt as validation) is kept as
 ``--scale v1`` / ``--scale long``; its tables are ``v1/`` and ``long/``.
 """
@@ -86,7 +89,11 @@ PAPER_ARM = {
     "sst": [f"{CB}rank=64", f"{CB}steps_per_iteration=200", f"{CB}warmup_steps=20"],
     "galore": [f"{CB}rank=64", f"{CB}update_proj_gap=200"],
 }
-SCALES = {"cpu": (CPU_COMMON, CPU_ARM, "sst_opt2-"), "smoke": (SMOKE_COMMON, SMOKE_ARM, "smoke2-sst_opt2-"),
+# --scale cpu-long: the cpu scale 4× longer (800 steps: SST runs 32 iterations in 4 rounds), seed 0, at the
+# learning rates the cpu sweep chose (--lr arm=rate for every arm; no sweep of its own).
+LONG_STEPS = 800
+CPU_LONG_COMMON = CPU_COMMON + [f"--trainer.max_steps={LONG_STEPS}"]
+SCALES = {"cpu": (CPU_COMMON, CPU_ARM, "sst_opt2-"), "cpu-long": (CPU_LONG_COMMON, CPU_ARM, "sst_opt2_long-"), "smoke": (SMOKE_COMMON, SMOKE_ARM, "smoke2-sst_opt2-"),
           "paper": (PAPER_COMMON, PAPER_ARM, "sst_opt_paper-")}
 
 
@@ -159,7 +166,7 @@ def main() -> None:
     parser.add_argument("--lr", nargs="+", default=[], metavar="ARM=LR",
                         help="skip the sweep for these arms and use this rate (e.g. --lr sst=3e-3)")
     parser.add_argument("--smoke", action="store_true", help="8 steps of a tiny OPT: checks the pipeline only")
-    parser.add_argument("--scale", choices=["cpu", "paper", "v1", "long"], default="cpu",
+    parser.add_argument("--scale", choices=["cpu", "cpu-long", "paper", "v1", "long"], default="cpu",
                         help="cpu: the committed table; paper: OPT-125M shape on a GPU; v1/long: the first version")
     parser.add_argument("--steps", type=int, default=None, help="override max_steps (paper scale: fit the lease)")
     parser.add_argument("--train-only", action="store_true", help="train; skip evaluation and tables")
@@ -185,6 +192,12 @@ def main() -> None:
     if unknown:
         parser.error(f"--lr names unknown arms {unknown}; arms are {sorted(ARMS)}")
     extra = [f"--trainer.max_steps={args.steps}"] if args.steps else []
+    if scale == "cpu-long":  # the cpu sweep's choices (best seed-0 held-out perplexity among the rates it ran)
+        for arm in args.arms:
+            fixed.setdefault(arm, choose(runs, SCALES["cpu"][2], arm, list(LRS)))
+        missing = sorted(arm for arm in args.arms if fixed[arm] is None)
+        if missing:
+            parser.error(f"--scale cpu-long needs the cpu sweep's runs (or --lr) for {missing}")
     # 1. The sweep on seed 0: the three middle rates for every arm, then (adaptive) outward while an arm's best
     #    rate is at the edge of what it tried, so every arm's optimum is bracketed; --full-grid runs all rates.
     grid = sorted(lrs)
@@ -223,8 +236,11 @@ def main() -> None:
     names = {arm: run_name(prefix, arm, lr) for arm, lr in chosen.items() if lr is not None}
     # 3. Test perplexity and singular-value pruning from the checkpoints; derived metrics; tables.
     pruning = evaluate.evaluate_runs(runs, names, seeds, prune_arms=("full", "sst", "galore"))
-    out = runs if args.smoke or scale == "paper" else HERE
-    report.write_all(runs, out, names, seeds, lrs, args.arms, prefix, pruning, rank=RANK, d=D, smoke=args.smoke)
+    out = runs if args.smoke else HERE / "cpu_long" if scale == "cpu-long" else HERE
+    long = scale == "cpu-long"
+    note = " Learning rates: the cpu-scale sweep's choices (no sweep at this length); seed 0 only." if long else ""
+    report.write_all(runs, out, names, seeds, lrs, args.arms, prefix, pruning, rank=RANK, d=D, smoke=args.smoke,
+                     steps=LONG_STEPS if long else 200, note=note, sweep=not long)
 
 
 if __name__ == "__main__":
