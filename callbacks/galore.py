@@ -92,7 +92,7 @@ class GaLore(L.Callback):
             if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR) or len(scheduler.lr_lambdas) < 1:
                 raise SstkitError(f"galore: cannot carry the scheduler {type(scheduler).__name__} over; use the "
                                   "model's own schedule (model.scheduler)")
-            # A group split in two keeps its schedule: the first lambda is the model's one multiplier for all.
-            scheduler.optimizer = new
-            scheduler.base_lrs = [g["initial_lr"] for g in new.param_groups]
-            scheduler.lr_lambdas = [scheduler.lr_lambdas[0]] * len(new.param_groups)
+            # A fresh LambdaLR on the new optimizer (at fit start the old one has taken only its initial step, and a
+            # checkpoint's scheduler state is restored after this hook); a group split in two keeps the model's one
+            # multiplier. Re-pointing the old scheduler instead would leave torch's step-order check unpatched.
+            config.scheduler = torch.optim.lr_scheduler.LambdaLR(new, [scheduler.lr_lambdas[0]] * len(new.param_groups))

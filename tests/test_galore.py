@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -102,3 +103,45 @@ def test_state_dict_round_trip_continues_identically() -> None:
         resumed.step()
     torch.testing.assert_close(a2, a)
     torch.testing.assert_close(b2, b)
+
+
+class _LRLog(__import__("lightning").Callback):
+    """Records every group's learning rate after each optimizer step."""
+
+    def __init__(self) -> None:
+        self.lrs: list[list[float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:  # noqa: ANN001
+        self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+
+
+def test_callback_swaps_adamw_and_keeps_the_model_schedule(tmp_path) -> None:  # noqa: ANN001
+    """Under Lightning: the optimizer becomes GaLoreAdamW with the projections in a rank group, every group follows
+    the model's warm-up + cosine multiplier, and only the projected weights' moments are low-rank."""
+    import lightning as L
+
+    from sstkit.callbacks import GaLore
+    from sstkit.models import CausalLM
+
+    torch.manual_seed(0)
+    model = CausalLM("tiny", vocab_size=64, lr=1e-2, warmup_steps=2, scheduler="cosine")
+    data = [{"input_ids": torch.randint(0, 64, (2, 8))} for _ in range(6)]
+    log = _LRLog()
+    trainer = L.Trainer(max_steps=6, callbacks=[GaLore(rank=2, update_proj_gap=3), log], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", default_root_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=None))
+    # The swapped-in scheduler is patched like one built with the optimizer (torch's step-order check is quiet).
+    assert not [w for w in caught if "has been overridden after learning rate scheduler" in str(w.message)]
+    optimizer = trainer.optimizers[0]
+    assert isinstance(optimizer, GaLoreAdamW)
+    projected = [p for g in optimizer.param_groups if "rank" in g for p in g["params"]]
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert projected and all(names[id(p)].endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight",
+                                                     "out_proj.weight", "fc1.weight", "fc2.weight")) for p in projected)
+    assert all(2 in optimizer.state[p]["exp_avg"].shape for p in projected)
+    factor = model.lr_lambda(6)
+    for step, lrs in enumerate(log.lrs):  # after step `step` the scheduler has moved to step + 1
+        assert lrs == pytest.approx([1e-2 * factor(step + 1)] * len(lrs))
