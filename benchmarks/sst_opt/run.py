@@ -4,20 +4,20 @@ Every arm gets its own learning rate: a sweep over LRS on seed 0, chosen on a va
 training text (the last 10 % of valid.txt's lines; test.txt is never used to choose), then more seeds at the
 chosen rate. Run from the repository root:
 
-    SSTKIT_DATA=../shared/data python benchmarks/sst_opt/run.py                 # --scale cpu: sweep, seeds, tables
-    SSTKIT_DATA=../shared/data python benchmarks/sst_opt/run.py --seeds 0 1 2   # three seeds at the chosen rates
+    SSTKIT_DATA=../shared/data python benchmarks/sst_opt/run.py                 # --scale cpu: sweep, 3 seeds, tables
+    SSTKIT_DATA=../shared/data python benchmarks/sst_opt/run.py --scale cpu-long  # 800 steps, seed 0 (cpu_long/)
     SSTKIT_DATA=../shared/data python benchmarks/sst_opt/run.py --smoke         # 8 steps, 2 rates: pipeline check
     python benchmarks/sst_opt/run.py --scale paper --lr full=1e-3 sst=3e-3 ...   # OPT-125M shape (gpu_paper.sh)
 
 --scale cpu (the committed table): OPT d = 128, 4 layers, FFN 512, 4 heads, a 512-token byte-level BPE (so the
-wrapped projections hold ~79 % of the parameters), blocks of 64, batch 8, 200 steps, r = 16 = d/8. Runs go to
+wrapped projections hold 79.9 % of the parameters), blocks of 64, batch 8, 200 steps, r = 16 = d/8. Runs go to
 ``<runs>/sst_opt2-<arm>-lr<lr>/seed<s>/`` (finished ones are skipped, so the script resumes). The sweep runs
 1e-3, 3e-3 and 1e-2 for every arm, then steps outward in the grid (3e-4 below, 3e-2 above) while an arm's best
 rate is at the edge of what it tried, so every arm's chosen rate is bracketed by worse ones (``--full-grid``: all
 five for every arm — what the issue asks; the CPU budget of this machine did not allow it).
 
 After training the script evaluates every chosen-rate checkpoint on test.txt (``evaluate.py``: test perplexity,
-and perplexity after singular-value pruning for full rank and SST), writes ``bench/…`` metrics into each run's
+and perplexity after singular-value pruning for full rank, SST and GaLore), writes ``bench/…`` metrics into each run's
 summary.json, regenerates ``spec.yaml`` for the chosen runs and renders ``results.md`` / ``results.csv`` with
 ``sstkit table``, plus ``sweep.md``, ``pruning.md`` and ``ppl_vs_steps.png``.
 
@@ -160,7 +160,7 @@ def choose(runs: Path, prefix: str, arm: str, lrs: list[float]) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=HERE / "runs", help="run folder (default: runs/ here)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds at the chosen rate (default 0 1)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds at the chosen rate (default 0 1 2)")
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
     parser.add_argument("--lrs", type=float, nargs="+", default=list(LRS), help="the sweep (seed 0)")
     parser.add_argument("--lr", nargs="+", default=[], metavar="ARM=LR",
@@ -186,7 +186,7 @@ def main() -> None:
     scale = "smoke" if args.smoke else args.scale
     prefix = SCALES[scale][2]
     lrs = args.lrs[:2] if args.smoke else args.lrs
-    seeds = args.seeds or ([0] if args.smoke else [0, 1])
+    seeds = args.seeds or ([0] if args.smoke else [0, 1, 2])
     fixed = {k: float(v) for k, v in (item.split("=", 1) for item in args.lr)}
     unknown = sorted(set(fixed) - set(ARMS))
     if unknown:
