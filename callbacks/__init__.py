@@ -3,6 +3,7 @@
 from .attack_success import AttackSuccessRate
 from .clean_unlearning import CleanUnlearning
 from .freelb import FreeLB
+from .galore import GaLore
 from .hessian_quant import HessianQuantization
 from .hyper_adapters import HyperAdapters
 from .lora import LoRA
@@ -14,5 +15,6 @@ from .smart import SMART
 from .sst import SparseSpectralTraining
 from .transductive import TransductiveFineTuning
 
-__all__ = ["AttackSuccessRate", "CleanUnlearning", "HessianQuantization", "HyperAdapters", "LoRA", "MLKD", "ReLoRA", "SparseSpectralTraining",
-           "FreeLB", "SMART", "SelfCalibration", "TransductiveFineTuning", "ReplacedTokenDetection"]
+__all__ = ["AttackSuccessRate", "CleanUnlearning", "HessianQuantization", "HyperAdapters", "LoRA", "MLKD", "ReLoRA",
+           "SparseSpectralTraining", "FreeLB", "GaLore", "SMART", "SelfCalibration", "TransductiveFineTuning",
+           "ReplacedTokenDetection"]

@@ -28,6 +28,8 @@ from sstkit.functional.lora import apply_lora, merged_linear, set_lora_trainable
 from sstkit.functional.surgery import method_patterns
 from sstkit.stacking import method_setup
 
+from ._sharding import refuse_sharded
+
 HEAD_PATTERNS = (r"re:(^|\.)(head|classifier|score|lm_head)\.",)
 
 
@@ -94,6 +96,7 @@ class LoRA(L.Callback):
         return self.alpha / self.rank
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        refuse_sharded(trainer, self.method)  # peft surgery and merges need whole weights (callbacks/_sharding.py)
         with method_setup(pl_module, self.method):  # refuses methods LoRA cannot be stacked on (sstkit.stacking)
             patterns = method_patterns(pl_module, self.patterns)
             self.layers = apply_lora(pl_module, self.rank, self.alpha, patterns, self.exclude, self.dropout,

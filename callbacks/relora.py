@@ -26,6 +26,7 @@ from sstkit.errors import SstkitError
 from sstkit.functional.lora import relora_restart
 
 from ._rewarm import RestartingMethod
+from ._sharding import refuse_sharded
 from .lora import HEAD_PATTERNS, LoRA
 
 
@@ -80,6 +81,7 @@ class ReLoRA(RestartingMethod):
         return self.adapters.layers
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        refuse_sharded(trainer, "relora")  # merging B A into W needs whole weights (callbacks/_sharding.py)
         self.adapters.setup(trainer, pl_module, stage)
 
     def after_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

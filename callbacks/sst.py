@@ -30,6 +30,7 @@ from sstkit.nn.spectral import FORWARD_MODES, SpectralLinear
 from sstkit.stacking import method_setup
 
 from ._rewarm import RestartingMethod
+from ._sharding import refuse_sharded
 
 
 def check_rank(rank: Any, method: str) -> None:
@@ -120,6 +121,7 @@ class SparseSpectralTraining(RestartingMethod):
 
     # --- surgery --------------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        refuse_sharded(trainer, "sst")  # SVD and resampling need whole weights (callbacks/_sharding.py)
         with method_setup(pl_module, "sst"):  # refuses methods SST cannot be stacked on (sstkit.stacking)
             self.layers = apply_sst(
                 pl_module, self.rank, method_patterns(pl_module, self.patterns), self.seed,

@@ -35,6 +35,7 @@ METHODS: dict[str, str] = {
     "rtd": "ReplacedTokenDetection",
     "mlkd": "MLKD",
     "hyper_adapters": "HyperAdapters",
+    "galore": "GaLore",
 }
 
 _SURGERY = ("both replace the same nn.Linear layers ({what}), so one would wrap the other's wrapper or match "
@@ -130,6 +131,35 @@ REFUSED.update({
     frozenset({"hyper_adapters", "rtd"}): _RTD_SURGERY.format(other="HyperAdapters"),
     frozenset({"hyper_adapters", "mlkd"}): _MLKD.format(what="HyperAdapters would freeze that random W and train "
                                                         "only adapters"),
+})
+
+_GALORE = ("GaLore projects the gradients of the plain nn.Linear weights and steps them with its own AdamW; "
+           "{what}")
+REFUSED.update({
+    frozenset({"galore", "sst"}): _GALORE.format(what="SST has replaced those layers by U diag(s) Vh, so there is "
+                                                 "no dense weight gradient to project (two low-rank routes, one "
+                                                 "model: use one)"),
+    frozenset({"galore", "lora"}): _GALORE.format(what="LoRA freezes those weights and trains adapters, so "
+                                                  "nothing is left for GaLore to project; use one of them"),
+    frozenset({"galore", "relora"}): _GALORE.format(what="ReLoRA freezes those weights and trains merged "
+                                                    "adapters, so nothing is left for GaLore to project"),
+    frozenset({"galore", "adamr"}): _GALORE.format(what="AdamR is an optimizer too, and one model has one "
+                                                   "optimizer; GaLore refuses any optimizer but the model's AdamW"),
+    frozenset({"galore", "qbert"}): _GALORE.format(what="Q-BERT's quantisation-aware fine-tuning corrects every "
+                                                   "quantised weight over a short run, and a rank-r projected "
+                                                   "update would confine that correction to r gradient "
+                                                   "directions per projection period, where GaLore's state "
+                                                   "saving buys nothing"),
+    frozenset({"galore", "cul"}): _CUL.format(other="GaLore", what="would move only r gradient directions per "
+                                              "layer"),
+    frozenset({"galore", "rtd"}): _GALORE.format(what="it selects layers by name across the whole model, which "
+                                                 "after ReplacedTokenDetection's setup includes its generator and "
+                                                 "detection head (and before it does not), so the meaning would "
+                                                 "depend on the callbacks' order; pretrain with RTD, then train "
+                                                 "from export_dir with GaLore"),
+    frozenset({"galore", "hyper_adapters"}): _HYPER.format(other="GaLore", what="projects the gradients of the "
+                                                           "backbone's nn.Linear weights, which HyperAdapters "
+                                                           "freezes, so it would project nothing"),
 })
 
 _MODEL_ATTR = "_sstkit_methods"  # on the model: the methods set up on it, in order

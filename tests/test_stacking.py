@@ -20,6 +20,7 @@ from sstkit.callbacks import (
     AttackSuccessRate,
     CleanUnlearning,
     FreeLB,
+    GaLore,
     HessianQuantization,
     HyperAdapters,
     LoRA,
@@ -34,7 +35,8 @@ from test_sst_callback import batch, tiny_model
 from sstkit.errors import SstkitError
 from sstkit.functional.backdoor.common import attack_success_rate
 from sstkit.functional.lora import find_lora_layers
-from sstkit.optim import AdamR
+from sstkit.optim import AdamR, GaLoreAdamW
+from sstkit.optim.galore import galore_param_groups
 from sstkit.stacking import METHODS, REFUSED, check_pair, methods_on
 
 CALLBACKS = {
@@ -51,6 +53,7 @@ CALLBACKS = {
     "rtd": lambda: ReplacedTokenDetection(),
     "mlkd": lambda: MLKD(),
     "hyper_adapters": lambda: HyperAdapters(bottleneck=2, task_dim=4, hyper_dim=4),
+    "galore": lambda: GaLore(rank=2, update_proj_gap=1),
 }
 # Loss-side methods (issue 20): they change only the training loss, so they compose with every parameterisation,
 # optimizer and measurement that is not itself defined by the plain loss (CUL), and with each other but FreeLB+SMART.
@@ -65,6 +68,7 @@ COMPOSES = {
        if m not in ("asr", "cul", "rtd", "mlkd", t) and frozenset({t, m}) != frozenset({"freelb", "smart"})},
     frozenset({"rtd", "adamr"}): "test_loss_tricks_compose",
     frozenset({"hyper_adapters", "adamr"}): "test_hyper_adapters_with_adamr_decays_the_generated_update",
+    frozenset({"mlkd", "galore"}): "test_mlkd_with_galore_projects_only_the_student",
 }
 
 
@@ -276,7 +280,12 @@ def test_loss_tricks_compose(first: str, second: str) -> None:
             _setup(method, model)
     assert methods_on(model) == tuple(m for m in (first, second) if m != "adamr")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = AdamR(params, lr=1e-2, delta_decay=0.1) if "adamr" in (first, second) else torch.optim.AdamW(params)
+    if "adamr" in (first, second):
+        optimizer = AdamR(params, lr=1e-2, delta_decay=0.1)
+    elif "galore" in (first, second):
+        optimizer = _galore_optimizer(model, params)
+    else:
+        optimizer = torch.optim.AdamW(params)
     before = [p.detach().clone() for p in params]
     b = batch()
     for _ in range(2):
@@ -289,3 +298,33 @@ def test_loss_tricks_compose(first: str, second: str) -> None:
     tricks = {"freelb": model._loss_wrapper is not None, "rtd": hasattr(model, "rtd_generator"), "smart": "smart" in model.extra_loss_names,
               "selfcal": "selfcal" in model.extra_loss_names, "transductive": "transductive" in model.extra_loss_names}
     assert all(tricks[m] for m in (first, second) if m in tricks)
+
+
+def _galore_optimizer(model: torch.nn.Module, params: list[torch.Tensor]) -> GaLoreAdamW:
+    """GaLore-AdamW on ``params`` as the GaLore callback builds it: its selected weights projected at rank 2."""
+    cb = CALLBACKS["galore"]()
+    cb.setup(None, copy.deepcopy(model), "fit")  # names only; the copy keeps the model's method record intact
+    names = set(cb.projected)
+    targets = {id(p) for n, p in model.named_parameters() if n in names}
+    assert targets, "GaLore selected no weight"
+    return GaLoreAdamW(galore_param_groups([{"params": params}], targets, rank=2, update_proj_gap=1), lr=1e-2)
+
+
+def test_mlkd_with_galore_projects_only_the_student() -> None:
+    """MLKD then GaLore: GaLore projects the re-drawn student's projections (not the frozen teacher's), and a
+    GaLore step moves each of them by a matrix of rank <= 2 (the projected update)."""
+    model = tiny_lm().train()
+    _setup("mlkd", model)
+    _setup("galore", model)
+    assert methods_on(model) == ("mlkd", "galore")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _galore_optimizer(model, params)
+    projected = [p for g in optimizer.param_groups if "rank" in g for p in g["params"]]
+    assert projected and all(p.requires_grad for p in projected)
+    before = [p.detach().clone() for p in projected]
+    optimizer.zero_grad()
+    model.training_step({"input_ids": torch.randint(0, 64, (2, 8)), "index": torch.arange(2)}, 0).backward()
+    optimizer.step()
+    deltas = [p.detach() - q for p, q in zip(projected, before)]
+    assert any(d.abs().max() > 0 for d in deltas)
+    assert all(torch.linalg.matrix_rank(d, rtol=1e-3) <= 2 for d in deltas)

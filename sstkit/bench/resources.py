@@ -8,6 +8,8 @@ to the metrics, and ``sstkit table`` can show them:
 
 from __future__ import annotations
 
+import resource
+import sys
 from typing import Any
 
 import lightning as L
@@ -40,12 +42,22 @@ def projection_parameter_ids(model: nn.Module) -> set[int]:
     return {id(p) for name, module in model.named_modules() if name_matches(name, patterns) for p in module.parameters()}
 
 
+def peak_process_bytes() -> int:
+    """The process's peak resident set size so far (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
 class ResourceStats(L.Callback):
     """Logs ``stats/trainable_params``, the peak ``stats/optimizer_state_bytes`` seen during training, and the
     optimizer state of the projection layers alone (``stats/projection_state_bytes``: what a method that wraps
     them saves, without the embeddings and norms every arm trains).
 
-    Both are logged after every training batch (on rank 0's values; every rank holds the same model), so the
+    It also logs the process's peak resident memory (``stats/peak_rss_bytes``: Python, Lightning and data
+    included, so differences between arms are what matters) and, on CUDA, ``stats/peak_cuda_bytes``
+    (``torch.cuda.max_memory_allocated``).
+
+    All are logged after every training batch (on rank 0's values; every rank holds the same model), so the
     run record keeps the values of the last step and the peak of the optimizer state over the run.
     """
 
@@ -65,6 +77,11 @@ class ResourceStats(L.Callback):
         pl_module.log("stats/trainable_params", float(params), on_step=True, on_epoch=False, rank_zero_only=True)
         pl_module.log("stats/optimizer_state_bytes", float(self.peak_state_bytes), on_step=True, on_epoch=False,
                       rank_zero_only=True)
+        pl_module.log("stats/peak_rss_bytes", float(peak_process_bytes()), on_step=True, on_epoch=False,
+                      rank_zero_only=True)
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            pl_module.log("stats/peak_cuda_bytes", float(torch.cuda.max_memory_allocated(pl_module.device)),
+                          on_step=True, on_epoch=False, rank_zero_only=True)
 
     def state_dict(self) -> dict[str, int]:
         return {"peak_state_bytes": self.peak_state_bytes, "peak_projection_bytes": self.peak_projection_bytes}

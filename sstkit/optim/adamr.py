@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from sstkit.errors import SstkitError
+from sstkit.optim.sharding import refuse_sharded_params
 from sstkit.stacking import check_optimizer_params
 
 PENALTIES = ("l2", "l1")
@@ -79,6 +80,7 @@ class AdamR(torch.optim.Adam):
             group.setdefault("penalty", penalty)
         # A delta toward the first-step value is meaningless for parameters some methods re-sample or merge away.
         check_optimizer_params("adamr", [p for g in self.param_groups if g["delta_decay"] > 0 for p in g["params"]])
+        refuse_sharded_params("AdamR", self._params())  # s_t is a mean over all parameters (sstkit.optim.sharding)
         # θ_pre per parameter; not in self.state so that Adam's lazy state initialisation still runs.
         # Keyed by the parameter's position in param_groups (a Tensor is a poor dict key: == is elementwise).
         self.anchors: dict[int, Tensor] = {}
