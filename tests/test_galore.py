@@ -119,8 +119,8 @@ def test_callback_swaps_adamw_and_keeps_the_model_schedule(tmp_path) -> None:  #
     """Under Lightning: the optimizer becomes GaLoreAdamW with the projections in a rank group, every group follows
     the model's warm-up + cosine multiplier, and only the projected weights' moments are low-rank."""
     import lightning as L
-
     from sstkit.callbacks import GaLore
+
     from sstkit.models import CausalLM
 
     torch.manual_seed(0)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 import yaml
-
 from sstkit.datamodules import WikiText2DataModule
+
 from sstkit.functional.spectral_prune import prune_singular_values
 from sstkit.functional.sst import apply_sst
 from sstkit.functional.surgery import method_patterns, name_matches
