@@ -1,7 +1,8 @@
 """MLKD benchmark driver: SST-2 vs AG News and AG News one-vs-rest, per seed, then the results table.
 
-NOT RUN YET at full size: no result of this script is committed. ``--smoke`` runs the whole chain at toy size
-(tiny OPT, a few dozen steps, 200 texts per side) to check that it works; its numbers mean nothing.
+Not run at full size: the committed ``results.md`` is one seed of SST-2 vs AG News at a CPU scale (README.md has
+the command). ``--smoke`` runs the whole chain at toy size (tiny OPT, a few dozen steps, 200 texts per side) to
+check that it works; its numbers mean nothing.
 
     python benchmarks/mlkd/run.py --settings sst2-agnews agnews-0 agnews-1 agnews-2 agnews-3 --seeds 0 1 2
     python benchmarks/mlkd/run.py --smoke --settings sst2-agnews --seeds 0
