@@ -5,7 +5,9 @@ before one optimizer step, which neither an extra loss term (one forward, one ba
 ``on_before_optimizer_step`` (after the only backward) can express. The callback therefore registers a *training-
 loss wrapper* on the model base (:meth:`SstkitModule.wrap_training_loss`): the wrapper runs the family's whole
 training loss (its own loss plus any extra terms of stacked methods) K times under the embedding perturbation,
-backpropagates the first K-1 itself and returns the K-th to Lightning. Lightning's automatic optimization,
+backpropagates the first K-1 itself and returns the K-th to Lightning (their gradients are kept apart and put
+back in ``on_before_backward``, because Lightning zeroes gradients between ``training_step`` and the backward
+pass). Lightning's automatic optimization,
 gradient accumulation, clipping, AMP scaling and DDP synchronisation then act once, on the accumulated
 gradients (under DDP the inner backward passes run inside the wrapped forward, where the reducer does not listen,
 so they accumulate locally and are all-reduced with the last one).
@@ -55,6 +57,7 @@ class FreeLB(L.Callback):
             raise SstkitError(f"FreeLB: {err}") from None
         self.steps, self.adv_lr, self.init_mag, self.max_norm = steps, adv_lr, init_mag, max_norm
         self.perturb: EmbeddingPerturbation | None = None
+        self._inner: dict[torch.nn.Parameter, Tensor] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require_sstkit_module(pl_module, "FreeLB")
@@ -79,5 +82,22 @@ class FreeLB(L.Callback):
         if mask is None:
             mask = torch.ones_like(batch["input_ids"])
         self.perturb = EmbeddingPerturbation.attach(pl_module)  # the table a later method may have replaced
-        return freelb_loss(lambda: loss_of(batch), self.perturb, mask, self.steps, self.adv_lr, self.init_mag,
+        # Lightning's closure runs training_step, THEN zero_grad, then backward: gradients the first K-1 passes
+        # leave in .grad would be wiped. They are collected apart here (earlier gradients set aside and put
+        # back) and added in on_before_backward, after that zero_grad and before the K-th backward.
+        params = [q for q in pl_module.parameters() if q.requires_grad]
+        earlier = {q: q.grad for q in params}
+        for q in params:
+            q.grad = None
+        loss = freelb_loss(lambda: loss_of(batch), self.perturb, mask, self.steps, self.adv_lr, self.init_mag,
                            self.max_norm, backward=self._backward(pl_module))
+        self._inner = {q: q.grad for q in params if q.grad is not None}
+        for q in params:
+            q.grad = earlier[q]
+        return loss
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
+        """Puts the first K-1 passes' parameter gradients back before the K-th backward accumulates onto them."""
+        for q, grad in self._inner.items():
+            q.grad = grad if q.grad is None else q.grad + grad
+        self._inner = {}

@@ -42,11 +42,20 @@ def batch(n: int = 4, length: int = 7) -> dict[str, torch.Tensor]:
             "labels": torch.tensor([0, 1, 1, 0][:n])}
 
 
-def grads_of(model: TextClassifier, b: dict[str, torch.Tensor], seed: int = 5) -> dict[str, torch.Tensor]:
-    """One training_step (with whatever methods are set up) and its backward; the parameter gradients."""
-    model.zero_grad()
+def grads_of(model: TextClassifier, b: dict[str, torch.Tensor], seed: int = 5,
+             callbacks: tuple = ()) -> dict[str, torch.Tensor]:
+    """One training_step (with whatever methods are set up) and its backward, in the order of Lightning's
+    automatic-optimisation closure (training_step, zero_grad, on_before_backward hooks, backward); the parameter
+    gradients. Gradients left from an earlier step are there when the step starts, as under Lightning."""
+    torch.manual_seed(seed + 1)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)  # stale: Lightning zeroes only after training_step
     torch.manual_seed(seed)
-    model.training_step(b, 0).backward()
+    loss = model.training_step(b, 0)
+    model.zero_grad(set_to_none=True)
+    for cb in callbacks:
+        cb.on_before_backward(None, model, loss)
+    loss.backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
@@ -64,8 +73,9 @@ def test_freelb_one_step_no_init_is_plain_fine_tuning_exactly() -> None:
     b = batch()
     plain = grads_of(dropout_model(), b)
     model = dropout_model()
-    FreeLB(steps=1, init_mag=0.0).setup(None, model, "fit")
-    assert_same(grads_of(model, b), plain)
+    cb = FreeLB(steps=1, init_mag=0.0)
+    cb.setup(None, model, "fit")
+    assert_same(grads_of(model, b, callbacks=(cb,)), plain)
 
 
 def test_freelb_replays_the_dropout_mask_across_passes() -> None:
@@ -73,16 +83,19 @@ def test_freelb_replays_the_dropout_mask_across_passes() -> None:
     b = batch()
     plain = grads_of(dropout_model(), b)
     model = dropout_model()
-    FreeLB(steps=3, adv_lr=0.0, init_mag=0.0).setup(None, model, "fit")
-    assert_same(grads_of(model, b), plain, exact=False)
+    cb = FreeLB(steps=3, adv_lr=0.0, init_mag=0.0)
+    cb.setup(None, model, "fit")
+    # all three passes count, though Lightning zeroes the gradients between training_step and backward
+    assert_same(grads_of(model, b, callbacks=(cb,)), plain, exact=False)
 
 
 def test_freelb_adversarial_steps_change_the_gradients_and_respect_the_bound() -> None:
     b = batch()
     plain = grads_of(dropout_model(), b)
     model = dropout_model()
-    FreeLB(steps=2, adv_lr=0.5, init_mag=0.1).setup(None, model, "fit")
-    adv = grads_of(model, b)
+    cb = FreeLB(steps=2, adv_lr=0.5, init_mag=0.1)
+    cb.setup(None, model, "fit")
+    adv = grads_of(model, b, callbacks=(cb,))
     assert any(not torch.allclose(adv[k], plain[k]) for k in plain)
     delta = torch.randn(4, 7, 8) * 3
     assert bool((per_example_norm(project_to_ball(delta, 0.5)) <= 0.5 + 1e-6).all())

@@ -1,7 +1,8 @@
 """MLKD benchmark driver: SST-2 vs AG News and AG News one-vs-rest, per seed, then the results table.
 
-NOT RUN YET at full size: no result of this script is committed. ``--smoke`` runs the whole chain at toy size
-(tiny OPT, a few dozen steps, 200 texts per side) to check that it works; its numbers mean nothing.
+Not run at full size: the committed ``results.md`` is one seed of SST-2 vs AG News at a CPU scale (README.md has
+the command). ``--smoke`` runs the whole chain at toy size (tiny OPT, a few dozen steps, 200 texts per side) to
+check that it works; its numbers mean nothing.
 
     python benchmarks/mlkd/run.py --settings sst2-agnews agnews-0 agnews-1 agnews-2 agnews-3 --seeds 0 1 2
     python benchmarks/mlkd/run.py --smoke --settings sst2-agnews --seeds 0
@@ -24,11 +25,36 @@ import random
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 AGNEWS = ("World", "Sports", "Business", "Sci/Tech")
 METRICS = ("auroc", "aupr_in", "aupr_out", "far95")
+
+
+@dataclass
+class Scale:
+    """What a run changes from the configs' full size: extra ``fit`` arguments, the tokenizer's vocabulary (it
+    must reach ``ood score`` too), how many ID and OOD test texts are scored, how often to validate."""
+
+    fit_args: list[str] = field(default_factory=list)
+    bpe_vocab: int | None = None
+    limit_test: int | None = None
+    val_every: int | None = None
+
+
+def scale_of(args: argparse.Namespace) -> Scale:
+    """``--smoke`` (toy: tiny OPT, 1024-token vocabulary, 200 texts a side) or the sizes given on the command line."""
+    if args.smoke:
+        return Scale(["--model.init_args.size=tiny", "--data.init_args.bpe_vocab_size=1024",
+                      "--data.init_args.limit_eval_blocks=8"], 1024, 200, 20)
+    fit_args = [f"--model.init_args.config_overrides={{{args.model_overrides}}}"] if args.model_overrides else []
+    if args.bpe_vocab:
+        fit_args.append(f"--data.init_args.bpe_vocab_size={args.bpe_vocab}")
+    if args.limit_eval_blocks:
+        fit_args.append(f"--data.init_args.limit_eval_blocks={args.limit_eval_blocks}")
+    return Scale(fit_args, args.bpe_vocab, args.limit_test)
 
 
 def _rows(path: Path, header: bool) -> list[list[str]]:
@@ -73,16 +99,19 @@ def sstkit(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "sstkit", *args], check=True, cwd=REPO)
 
 
-def run_one(setting: str, seed: int, work: Path, smoke: bool, steps: int) -> dict:
+def run_one(setting: str, seed: int, work: Path, steps: int, scale: Scale) -> dict:
+    """Trains and scores one (setting, seed); a finished one (its ``metrics.json`` exists) is read back."""
     data = work / "data"
     folder = f"{setting}-s{seed}"
-    prepare(setting, Path(os.environ.get("SSTKIT_DATA", "data")), data / folder, seed, 200 if smoke else None)
+    out = work / "scores" / folder
+    if (out / "metrics.json").is_file():
+        print(f"{folder}: already scored, reading {out / 'metrics.json'}", flush=True)
+        return json.loads((out / "metrics.json").read_text())
+    prepare(setting, Path(os.environ.get("SSTKIT_DATA", "data")), data / folder, seed, scale.limit_test)
     common = [f"--data.init_args.data_dir={data}", f"--data.init_args.dataset_folder={folder}",
               f"--data.init_args.ood_files={{{folder}/ood.tsv: sentence}}", f"--seed_everything={seed}",
-              f"--trainer.max_steps={steps}", f"--run_root={work / 'runs'}", "--trainer.logger=false"]
-    if smoke:
-        common += ["--model.init_args.size=tiny", "--data.init_args.bpe_vocab_size=1024",
-                   "--data.init_args.limit_eval_blocks=8", "--trainer.val_check_interval=20"]
+              f"--trainer.max_steps={steps}", f"--run_root={work / 'runs'}", "--trainer.logger=false",
+              f"--trainer.val_check_interval={scale.val_every or steps}", *scale.fit_args]
     runs = work / "runs"
     lm_name, ckpt = f"lm-{folder}", lambda name: runs / name / f"seed{seed}" / "checkpoints" / "last.ckpt"
     sstkit("fit", "--config", "configs/opt/sst2_ood/lm.yaml", f"--name={lm_name}", *common)
@@ -90,12 +119,11 @@ def run_one(setting: str, seed: int, work: Path, smoke: bool, steps: int) -> dic
     for arm, extra in arms.items():
         sstkit("fit", "--config", "configs/opt/sst2_ood/mlkd.yaml", f"--name={arm}-{folder}", *common, *extra,
                f"--trainer.callbacks.init_args.teacher={ckpt(lm_name)}")
-    out = work / "scores" / folder
     models = [f"scratch_lm={ckpt(lm_name)}"] + [f"{arm}={ckpt(f'{arm}-{folder}')}" for arm in arms]
     sets = ["--set", f"data.init_args.data_dir={data}", "--set", f"data.init_args.dataset_folder={folder}",
             "--set", "data.init_args.ood_files=null"]
-    if smoke:
-        sets += ["--set", "data.init_args.bpe_vocab_size=1024"]
+    if scale.bpe_vocab:
+        sets += ["--set", f"data.init_args.bpe_vocab_size={scale.bpe_vocab}"]
     sstkit("ood", "score", *(a for m in models for a in ("--model", m)), "--data-config",
            "configs/opt/sst2_ood/mlkd.yaml", *sets, "--id", f"{data / folder}/id_test.tsv:sentence",
            "--ood", f"{data / folder}/ood.tsv:sentence", "--out", str(out))
@@ -123,23 +151,35 @@ def table(records: list[dict], out: Path) -> None:
     print("\n".join(lines))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--settings", nargs="+", default=["sst2-agnews", "agnews-0", "agnews-1", "agnews-2", "agnews-3"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=None, help="Training steps per model (default 3000; smoke 40).")
     p.add_argument("--smoke", action="store_true", help="Toy sizes: checks the chain, numbers mean nothing.")
     p.add_argument("--work", default=None, help="Work folder (default benchmarks/mlkd/work or /tmp for smoke).")
-    args = p.parse_args()
+    p.add_argument("--model-overrides", default=None,
+                   help="OPT config changes for every model, YAML flow mapping without braces, e.g. "
+                        "'dropout: 0.1, hidden_size: 128, ffn_dim: 512' (replaces the configs' {dropout: 0.1}).")
+    p.add_argument("--bpe-vocab", type=int, default=None, help="BPE vocabulary size (configs: 8192).")
+    p.add_argument("--limit-test", type=int, default=None,
+                   help="Score a seeded sample of N ID and N OOD test texts (default: all).")
+    p.add_argument("--limit-eval-blocks", type=int, default=None, help="Validation blocks during training.")
+    return p
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    scale = scale_of(args)
     work = Path(args.work or ("/tmp/mlkd-smoke" if args.smoke else REPO / "benchmarks" / "mlkd" / "work"))
     steps = args.steps or (40 if args.smoke else 3000)
+    out = work if args.smoke else REPO / "benchmarks" / "mlkd"
     records = []
     for setting in args.settings:
         for seed in args.seeds:
-            result = run_one(setting, seed, work.resolve(), args.smoke, steps)
+            result = run_one(setting, seed, work.resolve(), steps, scale)
             records += [{"setting": setting, "seed": seed, **m} for m in result["models"]]
-    out = work if args.smoke else REPO / "benchmarks" / "mlkd"
-    table(records, out)
+            table(records, out)  # after every seed, so a stopped run still leaves the finished ones tabulated
 
 
 if __name__ == "__main__":

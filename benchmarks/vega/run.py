@@ -42,7 +42,8 @@ def record_of(runs: Path, arm: str, seed: int, train_samples: int) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def run_arm(runs: Path, arm: str, seed: int, train_samples: int, limit_test: int | None) -> None:
+def run_arm(runs: Path, arm: str, seed: int, train_samples: int, limit_test: int | None,
+            extra: tuple[str, ...] = ()) -> None:
     name = f"vega_{arm}_{train_samples}"
     folder = runs / name / f"seed{seed}"
     done = folder / "summary.json"
@@ -54,8 +55,8 @@ def run_arm(runs: Path, arm: str, seed: int, train_samples: int, limit_test: int
               "--trainer.val_check_interval", "1.0", "--trainer.limit_val_batches", "4"]
     if limit_test:
         common += ["--data.init_args.limit_eval_samples", str(limit_test)]
-    sstkit("fit", *common)
-    sstkit("test", *common, "--ckpt_path", str(folder / "checkpoints" / "last.ckpt"))
+    sstkit("fit", *common, *extra)
+    sstkit("test", *common, *extra, "--ckpt_path", str(folder / "checkpoints" / "last.ckpt"))
 
 
 def seconds_per_step(record: dict) -> float:
@@ -79,6 +80,9 @@ def write_table_records(runs: Path, seeds: list[int], train_samples: int, limit_
                                   "test_sentences": limit_test or 872, "transductive": arm == "transductive"},
                        "metrics": {"test/acc": rec["metrics"]["test/acc"], "test/f1": rec["metrics"]["test/f1"],
                                    "step_time_ratio": seconds_per_step(rec) / seconds_per_step(base),
+                                   # test inputs the arm trained on with pseudo-labels (none outside transductive;
+                                   # 0 there too when no prediction reached the threshold)
+                                   "pseudo_labels": rec["metrics"].get("method/transductive/pseudo_labels", 0.0),
                                    "train_steps": rec["global_step"]}}
             (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -90,10 +94,15 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=2000)
     parser.add_argument("--limit-test", type=int, default=None, help="test on the first N test sentences only")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--transductive-threshold", type=float, default=None,
+                        help="confidence a pseudo-label needs (default: the config's 0.9; a short run's model may "
+                             "reach it on no test input, the table's pseudo-label column shows how many it kept)")
     args = parser.parse_args()
+    threshold = args.transductive_threshold
+    extras = {"transductive": ("--trainer.callbacks.init_args.threshold", str(threshold))} if threshold else {}
     for seed in args.seeds:
         for arm in ["baseline", *[a for a in args.arms if a != "baseline"]]:
-            run_arm(args.runs, arm, seed, args.train_samples, args.limit_test)
+            run_arm(args.runs, arm, seed, args.train_samples, args.limit_test, extras.get(arm, ()))
     write_table_records(args.runs, args.seeds, args.train_samples, args.limit_test)
     sstkit("table", str(HERE / "spec.yaml"))
 
