@@ -24,7 +24,7 @@ from sstkit.generation.control import (
     reinforce_loss,
     select_trainable,
 )
-from tests.chat_fixtures import tiny_lm, tiny_tokenizer
+from chat_fixtures import tiny_lm, tiny_tokenizer
 
 PROMPTS = ["the cat sat", "a small model writes short", "how do I stop", "the weather"]
 LABELS = [1, 0, 1, 0]
