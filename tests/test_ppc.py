@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from chat_fixtures import tiny_lm, tiny_tokenizer
 
 from sstkit.errors import SstkitError
 from sstkit.generation.control import (
@@ -24,7 +25,6 @@ from sstkit.generation.control import (
     reinforce_loss,
     select_trainable,
 )
-from chat_fixtures import tiny_lm, tiny_tokenizer
 
 PROMPTS = ["the cat sat", "a small model writes short", "how do I stop", "the weather"]
 LABELS = [1, 0, 1, 0]
