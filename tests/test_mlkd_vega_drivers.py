@@ -52,7 +52,12 @@ def test_mlkd_scored_seed_is_read_back_and_tabulated(tmp_path: Path, monkeypatch
     mlkd.table([{"setting": "sst2-agnews", "seed": 0, **models[0]}], tmp_path)
     with (tmp_path / "results.csv").open() as handle:
         assert next(csv.DictReader(handle))["auroc"] == "0.9"
-    assert "| sst2-agnews | scratch_lm | 1 | 90.00 ± 0.00 |" in (tmp_path / "results.md").read_text()
+    # One run: its value alone (no "± 0.00" posing as a measured spread); two runs: mean ± sample std.
+    assert "| sst2-agnews | scratch_lm | 1 | 90.00 | 80.00 |" in (tmp_path / "results.md").read_text()
+    mlkd.table([{"setting": "sst2-agnews", "seed": s, **models[0], "auroc": a} for s, a in ((0, 0.9), (1, 0.8))],
+               tmp_path)
+    assert "| sst2-agnews | scratch_lm | 2 | 85.00 ± 7.07 |" in (tmp_path / "results.md").read_text()
+    assert mlkd.read_records(tmp_path / "results.csv")[1]["auroc"] == 0.8
 
 
 def _summary(folder: Path, acc: float, seconds: float, steps: int, **extra: float) -> None:
