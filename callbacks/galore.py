@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 
-from sstkit.errors import SstkitError
+from sstkit.errors import SstkitError, require_int
 from sstkit.functional.surgery import method_patterns, name_matches
 from sstkit.optim.galore import GaLoreAdamW, galore_param_groups
 from sstkit.stacking import method_setup
@@ -54,10 +54,8 @@ class GaLore(L.Callback):
         patterns: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
     ) -> None:
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise SstkitError(f"galore: rank must be an int >= 1, got {rank!r}")
-        if isinstance(update_proj_gap, bool) or not isinstance(update_proj_gap, int) or update_proj_gap < 1:
-            raise SstkitError(f"galore: update_proj_gap must be an int >= 1, got {update_proj_gap!r}")
+        require_int("galore", "rank", rank)
+        require_int("galore", "update_proj_gap", update_proj_gap)
         if isinstance(scale, bool) or not isinstance(scale, int | float) or scale <= 0:
             raise SstkitError(f"galore: scale must be a number > 0, got {scale!r}")
         self.rank, self.update_proj_gap, self.scale = rank, update_proj_gap, float(scale)

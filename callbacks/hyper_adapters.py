@@ -24,7 +24,7 @@ from typing import Any
 
 import lightning as L
 
-from sstkit.errors import SstkitError
+from sstkit.errors import SstkitError, require_int
 from sstkit.functional.hyper_adapters import (
     KINDS,
     apply_hyper_adapters,
@@ -76,10 +76,9 @@ class HyperAdapters(L.Callback):
             raise SstkitError(f"{m}: kind must be one of {KINDS}, got {kind!r}")
         for key, value in (("num_tasks", num_tasks), ("bottleneck", bottleneck), ("task_dim", task_dim),
                            ("hyper_dim", hyper_dim)):  # fmt: skip
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise SstkitError(f"{m}: {key} must be an int >= 1, got {value!r}")
-        if isinstance(num_languages, bool) or not isinstance(num_languages, int) or num_languages < 0:
-            raise SstkitError(f"{m}: num_languages must be an int >= 0, got {num_languages!r}")
+            if value is not None:
+                require_int(m, key, value)
+        require_int(m, "num_languages", num_languages, minimum=0)
         if kind == "per_task" and num_languages:
             raise SstkitError(f"{m}: kind 'per_task' has no language embedding; set num_languages: 0")
         if activation not in ("relu", "gelu", "swish"):

@@ -22,7 +22,7 @@ from typing import Any
 import lightning as L
 from torch import nn
 
-from sstkit.errors import SstkitError
+from sstkit.errors import SstkitError, require_int
 from sstkit.functional.export import dense_state_dict
 from sstkit.functional.lora import apply_lora, merged_linear, set_lora_trainable
 from sstkit.functional.surgery import method_patterns
@@ -74,8 +74,7 @@ class LoRA(L.Callback):
     ) -> None:
         super().__init__()
         m = self.method
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise SstkitError(f"{m}: rank must be an int >= 1, got {rank!r}")
+        require_int(m, "rank", rank)
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha <= 0:
             raise SstkitError(f"{m}: alpha must be a number > 0, got {alpha!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:

@@ -22,7 +22,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from sstkit.errors import SstkitError
+from sstkit.errors import require_int
 from sstkit.functional.lora import relora_restart
 
 from ._rewarm import RestartingMethod
@@ -67,8 +67,7 @@ class ReLoRA(RestartingMethod):
         export_dense: bool = False,
     ) -> None:
         super().__init__(restart_warmup_steps, method="relora")
-        if isinstance(merge_every, bool) or not isinstance(merge_every, int) or merge_every < 1:
-            raise SstkitError(f"relora: merge_every must be an int >= 1, got {merge_every!r}")
+        require_int("relora", "merge_every", merge_every)
         self.adapters = _ReLoRAAdapters(rank, alpha, dropout, patterns, exclude, train_bias, freeze_other,
                                         trainable, export_dense)  # fmt: skip
         self.merge_every, self.seed = merge_every, seed

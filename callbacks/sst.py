@@ -22,7 +22,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
-from sstkit.errors import SstkitError
+from sstkit.errors import SstkitError, require_int
 from sstkit.functional.export import dense_state_dict
 from sstkit.functional.sst import RULES, apply_sst, resolve_rank, sst_step_end
 from sstkit.functional.surgery import method_patterns
@@ -90,8 +90,7 @@ class SparseSpectralTraining(RestartingMethod):
     ) -> None:
         super().__init__(warmup_steps, method="sst")
         check_rank(rank, "sst")
-        if isinstance(steps_per_iteration, bool) or not isinstance(steps_per_iteration, int) or steps_per_iteration < 1:
-            raise SstkitError(f"sst: steps_per_iteration must be an int >= 1, got {steps_per_iteration!r}")
+        require_int("sst", "steps_per_iteration", steps_per_iteration)
         if iterations_per_round != "auto" and (
             isinstance(iterations_per_round, bool)
             or not isinstance(iterations_per_round, int)

@@ -23,3 +23,15 @@ class DataError(SstkitError):
         super().__init__(f"{where}: {message}")
         self.path = path
         self.line = line
+
+
+def require_int(owner: str, key: str, value: object, minimum: int = 1) -> int:
+    """Returns ``value`` if it is an int (not a bool) ``>= minimum``, else raises a message naming ``owner.key``.
+
+    Example:
+        >>> require_int("galore", "rank", 4)
+        4
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SstkitError(f"{owner}: {key} must be an int >= {minimum}, got {value!r}")
+    return value

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sstkit.errors import SstkitError
+from sstkit.errors import SstkitError, require_int
 from sstkit.optim.sharding import refuse_sharded_params
 from sstkit.stacking import check_optimizer_params
 
@@ -104,10 +104,8 @@ class GaLoreAdamW(torch.optim.Optimizer):
                 continue
             rank, gap = group["rank"], group.setdefault("update_proj_gap", 200)
             group.setdefault("scale", 0.25)
-            if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-                raise SstkitError(f"galore: a group's rank must be an int >= 1, got {rank!r}")
-            if isinstance(gap, bool) or not isinstance(gap, int) or gap < 1:
-                raise SstkitError(f"galore: update_proj_gap must be an int >= 1, got {gap!r}")
+            require_int("galore", "a group's rank", rank)
+            require_int("galore", "update_proj_gap", gap)
             if any(p.dim() != 2 for p in group["params"]):
                 raise SstkitError("galore: a group with rank may hold only 2-D weight matrices")
             check_optimizer_params("galore", group["params"])
