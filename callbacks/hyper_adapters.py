@@ -14,7 +14,7 @@ Example (YAML)::
 Example (Python)::
 
     trainer = L.Trainer(callbacks=[HyperAdapters(bottleneck=8)])
-    trainer.fit(MultitaskTextClassifier(tasks=["sst2", "agnews"], num_labels=[2, 4]), MultitaskTextDataModule(...))
+    trainer.fit(MultitaskTextClassifier(task_names=["sst2", "agnews"], num_labels=[2, 4]), MultitaskTextDataModule(...))
 """
 
 from __future__ import annotations

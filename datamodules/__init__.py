@@ -13,10 +13,12 @@ from .synthetic_graphs import SyntheticGraphDataModule
 from .synthetic_scenes import SyntheticScenesDataModule
 from .text_classification import TextClassificationDataModule
 from .text_corpus import TextCorpusDataModule
+from .token_tagging import AGNewsNamesDataModule
 from .wikitext2 import WikiText2DataModule
 
 __all__ = [
     "AGNewsDataModule",
+    "AGNewsNamesDataModule",
     "ColumnCorpusDataModule",
     "MixedTextCorpusDataModule",
     "MultitaskTextDataModule",

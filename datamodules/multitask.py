@@ -1,4 +1,9 @@
-"""Several text-classification tasks in one DataModule: k-shot subsets, task sampling by size or temperature.
+"""Several text- and token-classification tasks in one DataModule: k-shot subsets, task sampling by size or temperature.
+
+Tasks: ``sst2`` (2-way sentiment), ``agnews`` (4-way topic) and ``agnews_names``, a token-classification task
+(per-word tags O / B-NAME / I-NAME / NUM by a capitalisation rule: a stand-in for NER, see
+:mod:`sstkit.datamodules.token_tagging`). Batches holding a token task carry ``token_labels`` (batch, length);
+its examples' sentence ``labels`` are -100, as are a sentence task's ``token_labels``.
 
 Every example carries ``task_id`` (its task's position in ``tasks``). Training batches are single-task: each batch
 first draws a task with probability
@@ -32,9 +37,11 @@ from .agnews import AGNewsDataModule
 from .resumable import EvalLoaderHooks, ResumableDataLoader, eval_loader
 from .sst2 import SST2DataModule
 from .text_classification import STAGE_SPLITS, TextClassificationDataModule
-from .tokenized import PadCollate, TokenizedTexts
+from .token_tagging import AGNewsNamesDataModule, TagCollate, TokenTaggedTexts, k_shot_tagged_indices
+from .tokenized import TokenizedTexts
 
-TASKS: dict[str, type[TextClassificationDataModule]] = {"sst2": SST2DataModule, "agnews": AGNewsDataModule}
+TASKS: dict[str, type[TextClassificationDataModule]] = {"sst2": SST2DataModule, "agnews": AGNewsDataModule,
+                                                        "agnews_names": AGNewsNamesDataModule}  # fmt: skip
 SAMPLINGS = ("size", "temperature", "uniform")
 
 
@@ -91,8 +98,8 @@ class TaskTexts(Dataset):
         return {**self.parts[task][row], "index": i, "task_id": task}
 
 
-class TaskCollate(PadCollate):
-    """:class:`PadCollate` plus each example's ``task_id``."""
+class TaskCollate(TagCollate):
+    """:class:`TagCollate` (``token_labels`` when a token task is in the batch) plus each example's ``task_id``."""
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return {**super().__call__(examples), "task_id": torch.tensor([e["task_id"] for e in examples])}
@@ -138,16 +145,17 @@ def _identity(batch: Any) -> Any:
 
 
 class MultitaskTextDataModule(EvalLoaderHooks, L.LightningDataModule):
-    """SST-2, AG News (any of :data:`TASKS`) mixed, with per-task ``task_id``.
+    """SST-2, AG News, AG News name tagging (any of :data:`TASKS`) mixed, with per-task ``task_id``.
 
     Args:
-        tasks: task names, in task-id order (``sst2``, ``agnews``).
+        tasks: task names, in task-id order (``sst2``, ``agnews``, ``agnews_names``).
         task_args: per-task extra arguments of the task's DataModule (e.g. ``{agnews: {val_file: test.tsv}}``).
         data_dir: the data folder (default ``$SSTKIT_DATA``, else ``./data``).
         tokenizer: linked from ``model.backbone`` by the CLI.
         max_length: truncation length in tokens.
         batch_size, eval_batch_size, num_workers: as in :class:`TextClassificationDataModule`.
-        k_shot: keep ``k`` training examples per class of every task (None: all).
+        k_shot: keep ``k`` training examples per class of every classification task, and for a tagging task texts
+            until every entity tag occurs at least ``k`` times (greedy, :func:`k_shot_tagged_indices`); None: all.
         sampling: ``size``, ``temperature`` or ``uniform`` (see the module doc).
         temperature: ``T`` of ``temperature`` sampling.
         limit_eval_samples: evaluate on the first this many examples of every task's val/test set.
@@ -200,6 +208,11 @@ class MultitaskTextDataModule(EvalLoaderHooks, L.LightningDataModule):
         """Classes of each task, in task-id order; the CLI links it to ``model.num_labels``."""
         return [m.num_labels for m in self.task_modules]
 
+    @property
+    def task_types(self) -> list[str]:
+        """``sequence`` or ``token`` for each task; the CLI links it to ``model.task_types``."""
+        return [getattr(m, "task_type", "sequence") for m in self.task_modules]
+
     def check_data(self, stage: str | None = None) -> None:
         """Reads every file of every task that ``stage`` needs (see :meth:`TextClassificationDataModule.check_data`)."""
         for module in self.task_modules:
@@ -218,7 +231,9 @@ class MultitaskTextDataModule(EvalLoaderHooks, L.LightningDataModule):
             for task, module in enumerate(self.task_modules):
                 module.setup("fit" if split in ("train", "val") else "test")
                 data = module.datasets[split]
-                if split == "train" and self.k_shot:
+                if split == "train" and self.k_shot and isinstance(data, TokenTaggedTexts):
+                    data = data.subset(k_shot_tagged_indices(data, self.k_shot, self.seed + task, module.counted_tags))
+                elif split == "train" and self.k_shot:
                     data = data.subset(k_shot_indices(data.labels, self.k_shot, self.seed + task))
                 parts.append(data)
             self.datasets[split] = TaskTexts(parts, self.task_modules[0]._collate().pad_token_id)

@@ -108,6 +108,7 @@ class SstkitCLI(LightningCLI):
         parser.link_arguments("data.num_labels", "model.init_args.num_labels", apply_on="instantiate")
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.num_features", "model.init_args.num_features", apply_on="instantiate")
+        parser.link_arguments("data.task_types", "model.init_args.task_types", apply_on="instantiate")
         parser.link_arguments("model.init_args.backbone", "data.init_args.tokenizer")
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:

@@ -82,6 +82,10 @@ class TextClassifier(SstkitModule):
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
+        return self.pool(hidden, attention_mask)
+
+    def pool(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        """(batch, length, hidden) token states → (batch, hidden) by ``self.pooling``."""
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
