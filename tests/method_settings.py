@@ -47,6 +47,7 @@ METHOD_SETTINGS["TransductiveFineTuning"] = MethodSetting(init_args={"threshold"
 METHOD_SETTINGS["ReplacedTokenDetection"] = MethodSetting(init_args={"rtd_weight": 50.0, "simcse_weight": 1.0, "generator_scale": 0.5})
 # Teacher = the tiny random OPT as built (no checkpoint in the tests); the student is re-drawn and distilled into it.
 METHOD_SETTINGS["MLKD"] = MethodSetting(family="lm", init_args={"temperature": 2.0, "top_k": 2}, logs=("method/mlkd/pred", "method/mlkd/hidden"))
-METHOD_SETTINGS["HyperAdapters"] = MethodSetting(init_args={"bottleneck": 4, "task_dim": 8, "hyper_dim": 8})
+# Four contrastive-stage steps (SetFit pairs within the batch; past the resume test's checkpoint at step 3), then the classification loss.
+METHOD_SETTINGS["HyperAdapters"] = MethodSetting(init_args={"bottleneck": 4, "task_dim": 8, "hyper_dim": 8, "contrastive_steps": 4}, logs=("method/hyper_adapters/contrastive_loss",))
 # New gradient projection every 2 steps, so the resume test restores a projection that was re-drawn mid-run.
 METHOD_SETTINGS["GaLore"] = MethodSetting(init_args={"rank": 2, "update_proj_gap": 2, "scale": 0.25})

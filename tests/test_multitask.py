@@ -14,7 +14,7 @@ from sstkit.datamodules.multitask import TaskBatchSampler, k_shot_indices, task_
 from support import run_cli
 
 from sstkit.errors import SstkitError
-from sstkit.functional.contrastive_pairs import cosine_pair_loss, setfit_pairs
+from sstkit.functional.contrastive_pairs import cosine_pair_loss, in_batch_pair_loss, setfit_pairs
 from sstkit.models import MultitaskTextClassifier
 
 torch.set_num_threads(1)
@@ -105,7 +105,8 @@ def test_cli_links_the_tasks_label_counts(data_dir: Path, write_config, tmp_path
         "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 2, "num_sanity_val_steps": 0,
                     "enable_model_summary": False, "log_every_n_steps": 1, "val_check_interval": 2,
                     "callbacks": [{"class_path": "sstkit.callbacks.HyperAdapters",
-                                   "init_args": {"bottleneck": 4, "task_dim": 8, "hyper_dim": 8}}]},
+                                   "init_args": {"bottleneck": 4, "task_dim": 8, "hyper_dim": 8,
+                                                 "contrastive_steps": 1}}]},
         "model": {"class_path": "sstkit.models.MultitaskTextClassifier",
                   "init_args": {"backbone": "minilm", "pretrained": False, "config_overrides": TINY_BERT,
                                 "task_names": ["sst2", "agnews"]}},
@@ -116,6 +117,7 @@ def test_cli_links_the_tasks_label_counts(data_dir: Path, write_config, tmp_path
     cli = run_cli("fit", "--config", str(write_config(config)), "--run_root", str(tmp_path), "--name", "multitask")
     assert cli.model.task_labels == [2, 4] and cli.trainer.global_step == 2
     assert "val/acc/mean" in cli.trainer.callback_metrics
+    assert "method/hyper_adapters/contrastive_loss" in cli.trainer.callback_metrics  # the stage ran from YAML
 
 
 def test_setfit_pairs_and_cosine_loss() -> None:
@@ -129,3 +131,44 @@ def test_setfit_pairs_and_cosine_loss() -> None:
     u = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     v = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert float(cosine_pair_loss(u, v, torch.tensor([1.0, 1.0]))) == pytest.approx(0.5)
+
+
+def test_in_batch_pairs_skip_unlabelled_rows() -> None:
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, 4.0]])
+    labels = torch.tensor([0, -100, 1, 0])
+    loss = in_batch_pair_loss(emb, labels, pairs_per_example=2, seed=0)
+    pairs, targets = setfit_pairs(torch.tensor([0, 1, 0]), 2, seed=0)
+    rows = torch.tensor([0, 2, 3])[pairs]
+    torch.testing.assert_close(loss, cosine_pair_loss(emb[rows[:, 0]], emb[rows[:, 1]], targets))
+    assert in_batch_pair_loss(emb, torch.tensor([0, -100, -100, -100])) is None
+
+
+class HeadWatch(L.Callback):
+    """Records the heads' and the hypernetwork's weights after every training step."""
+
+    def __init__(self) -> None:
+        self.heads: list[torch.Tensor] = []
+        self.up: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.heads.append(torch.cat([p.detach().flatten().clone() for p in pl_module.heads.parameters()]))
+        self.up.append(pl_module.adapter_bank.up_generator.weight.detach().clone())
+
+
+def test_contrastive_stage_moves_only_the_adapters_then_the_heads_train(data_dir: Path, tmp_path: Path) -> None:
+    L.seed_everything(0)
+    dm = MultitaskTextDataModule(data_dir=str(data_dir), k_shot=4, batch_size=4, max_length=16, limit_eval_samples=4)
+    model = MultitaskTextClassifier("minilm", num_labels=[2, 4], pretrained=False, config_overrides=TINY_BERT, lr=1e-2,
+                                    warmup_steps=0, scheduler="constant")  # fmt: skip
+    heads0 = torch.cat([p.detach().flatten().clone() for p in model.heads.parameters()])
+    watch = HeadWatch()
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, default_root_dir=tmp_path,
+                        callbacks=[HyperAdapters(bottleneck=4, task_dim=8, hyper_dim=8, contrastive_steps=2), watch])  # fmt: skip
+    trainer.fit(model, dm)
+    assert torch.equal(watch.heads[0], heads0) and torch.equal(watch.heads[1], heads0)  # stage 1: heads wait
+    assert watch.up[0].abs().sum() > 0 and not torch.equal(watch.up[0], watch.up[1])  # the adapters move
+    assert not torch.equal(watch.heads[2], heads0)  # stage 2: the heads train
+    with pytest.raises(SstkitError, match="contrastive_steps must be an int >= 0"):
+        HyperAdapters(contrastive_steps=-1)

@@ -7,7 +7,8 @@ of another class, target 0) — and fine-tunes the sentence encoder with the cos
     L = mean_{(i, j)} (cos(u_i, u_j) − y_ij)²,      u = pooled encoder output, y_ij ∈ {0, 1}
 
 before a classification head is fitted on the new embeddings. :func:`setfit_pairs` draws the pairs (seeded) and
-:func:`cosine_pair_loss` is ``L``; both work on any encoder (a frozen backbone with hypernetwork adapters included:
+:func:`cosine_pair_loss` is ``L``; :func:`in_batch_pair_loss` draws the pairs within one training batch, which is
+how the ``HyperAdapters`` callback runs the stage inside ``sstkit fit`` (``contrastive_steps``); both work on any encoder (a frozen backbone with hypernetwork adapters included:
 then only the adapters move). sstkit implements the two pieces instead of depending on the ``setfit`` package,
 which brings its own trainer, ``datasets`` pipeline and version pins around ``sentence-transformers`` for what is
 these two functions here.
@@ -62,3 +63,29 @@ def setfit_pairs(labels: Tensor, pairs_per_example: int = 20, seed: int = 0) -> 
 def cosine_pair_loss(u: Tensor, v: Tensor, targets: Tensor) -> Tensor:
     """``mean (cos(u, v) − y)²`` — sentence-transformers' ``CosineSimilarityLoss``, which SetFit trains with."""
     return F.mse_loss(F.cosine_similarity(u.float(), v.float(), dim=-1), targets.to(u.device).float())
+
+
+def in_batch_pair_loss(embeddings: Tensor, labels: Tensor, pairs_per_example: int = 2, seed: int = 0) -> Tensor | None:
+    """``L`` on SetFit pairs drawn among the examples of one batch (the contrastive stage inside a training loop).
+
+    Args:
+        embeddings: (batch, dim) pooled sentence embeddings.
+        labels: (batch,) classes; a negative label (-100: an example without a sentence label) takes no part.
+        pairs_per_example: ``R``.
+        seed: seed of the draw (e.g. from the global step, so a resumed run draws the same pairs).
+
+    Returns:
+        The loss, or None when the batch yields no pair (fewer than two labelled examples).
+
+    Example:
+        >>> in_batch_pair_loss(torch.eye(3), torch.tensor([0, 0, 1]), 1, seed=0) is not None
+        True
+    """
+    rows = (labels >= 0).nonzero().flatten()
+    if len(rows) < 2:
+        return None
+    pairs, targets = setfit_pairs(labels[rows], pairs_per_example, seed)
+    if not len(pairs):
+        return None
+    index = rows.to(embeddings.device)[pairs.to(embeddings.device)]
+    return cosine_pair_loss(embeddings[index[:, 0]], embeddings[index[:, 1]], targets)
