@@ -55,6 +55,23 @@ def load_encoder(name: str, pretrained: bool = True, config_overrides: dict[str,
     return AutoModel.from_config(config, add_pooling_layer=False)
 
 
+def load_vision_language(name: str, pretrained: bool = True, config_overrides: dict[str, Any] | None = None) -> nn.Module:
+    """A Hugging Face vision-language dual encoder (CLIP, SigLIP, …): whatever ``AutoModel`` builds for ``name``
+    that has ``get_image_features`` and ``get_text_features``; pretrained weights, or random from its config.
+
+    Example:
+        >>> clip = load_vision_language("openai/clip-vit-base-patch32")  # doctest: +SKIP
+    """
+    from transformers import AutoConfig, AutoModel
+
+    config = _load("config", AutoConfig.from_pretrained, name, **(config_overrides or {}))
+    model = _load("weights", AutoModel.from_pretrained, name, config=config) if pretrained else AutoModel.from_config(config)
+    if not all(callable(getattr(model, f, None)) for f in ("get_image_features", "get_text_features")):
+        raise SstkitError(f"backbone '{name}' is a {type(model).__name__}, not a vision-language dual encoder: it needs "
+                          "get_image_features and get_text_features (as CLIP, SigLIP and ALIGN have)")  # fmt: skip
+    return model
+
+
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(name: str) -> Any:
     """The backbone's (fast) tokenizer, cached per process since data modules and models both ask for it."""

@@ -2,7 +2,8 @@ r"""Hypernetwork adapters (HyperFormer / FM3) on any BERT-family encoder, withou
 
 The surgery puts an adapter after each layer's attention sublayer (position 0) and FFN sublayer (position 1):
 the sublayer's output projection (``attention.output.dense`` / ``output.dense`` in BERT, RoBERTa, ELECTRA,
-MiniLM; ``attention.out_lin`` / ``ffn.lin2`` in DistilBERT) is wrapped by
+MiniLM; ``attention.out_lin`` / ``ffn.lin2`` in DistilBERT; ``self_attn.out_proj`` / ``mlp.fc2`` in the towers of
+CLIP-type vision-language models, one tower at a time) is wrapped by
 :class:`sstkit.nn.hyper_adapter.AdaptedSublayer`, which applies
 
     a(x) = x + W_up · act(W_down · LN(x) + b_down) + b_up
@@ -47,9 +48,12 @@ __all__ = ["BANK_ATTR", "KINDS", "SUBLAYER_PATTERNS", "adapter_slots", "apply_hy
 BANK_ATTR = "adapter_bank"
 KINDS = ("hyper", "per_task")
 # (regex with the layer index as group 1, adapter position) — after attention (0) and after the FFN (1).
+# CLIP / SigLIP towers: ``encoder.layers.<l>.self_attn.out_proj`` and ``encoder.layers.<l>.mlp.fc2``.
 SUBLAYER_PATTERNS: tuple[tuple[str, int], ...] = (
     (r"(?:^|\.)layer\.(\d+)\.attention\.(?:output\.dense|out_lin)$", 0),
     (r"(?:^|\.)layer\.(\d+)\.(?:output\.dense|ffn\.lin2)$", 1),
+    (r"(?:^|\.)encoder\.layers\.(\d+)\.self_attn\.out_proj$", 0),
+    (r"(?:^|\.)encoder\.layers\.(\d+)\.mlp\.fc2$", 1),
 )
 
 
@@ -99,6 +103,10 @@ def apply_hyper_adapters(model: nn.Module, num_tasks: int = 1, kind: str = "hype
                           f"(looked for {[p for p, _ in SUBLAYER_PATTERNS]}); nothing was adapted", stacklevel=2)  # fmt: skip
             return None  # type: ignore[return-value]
         hidden = found[0][1].out_features
+        if any(m.out_features != hidden for _, m, _, _ in found):
+            # e.g. a whole CLIP model: its image and text towers differ in width and share layer indices.
+            raise ValueError(f"{method}: the matched sublayers differ in width ({sorted({m.out_features for _, m, _, _ in found})}); "
+                             "apply the adapters to one encoder (for a vision-language model, its text tower)")  # fmt: skip
         layers = max(layer for _, _, layer, _ in found) + 1
         device = found[0][1].weight.device
         if kind == "hyper":

@@ -8,8 +8,10 @@ and projected into the same space, u = P · CNN(x). Training minimises the symme
     L = ½ [CE(τ⁻¹ · û ť^T, I) + CE(τ⁻¹ · ť û^T, I)],   û, ť: L2-normalised, τ: learned temperature
 
 (:func:`clip_loss`), and prediction is ``argmax_c cos(u, t_c)``. The text encoder is whatever the caller uses
-(the multitask classifier's encoder with or without hypernetwork adapters); the architecture also takes any
-Hugging Face vision-language model's two towers where a network is available.
+(the multitask classifier's encoder with or without hypernetwork adapters). :class:`PretrainedImageTextMatcher`
+takes a Hugging Face vision-language dual encoder instead (CLIP, SigLIP: :func:`sstkit.loaders
+.load_vision_language` loads one by name or path, or builds it from a config), with its own towers, projections
+and temperature; hypernetwork adapters go on its text tower (``apply_hyper_adapters(matcher.text_tower, …)``).
 
 Example:
     >>> encoder = SmallImageEncoder(in_channels=1, embed_dim=16)
@@ -77,6 +79,53 @@ class ImageTextMatcher(nn.Module):
         """Logits (batch of images × texts): ``cos(image, text) / τ``; ``texts`` are raw text embeddings."""
         scale = self.log_inv_temperature.clamp(max=math.log(100.0)).exp()  # CLIP caps 1/τ at 100
         return scale * self.embed_images(images) @ F.normalize(texts, dim=-1).T
+
+
+class PretrainedImageTextMatcher(nn.Module):
+    """CLIP-style matching with a Hugging Face vision-language model's two towers: ``exp(logit_scale) · cos``.
+
+    Args:
+        model: a model with ``get_image_features`` and ``get_text_features`` (CLIPModel, SiglipModel, …), e.g.
+            from :func:`sstkit.loaders.load_vision_language`.
+
+    Example:
+        >>> matcher = PretrainedImageTextMatcher(load_vision_language("openai/clip-vit-base-patch32"))  # doctest: +SKIP
+        >>> clip_loss(matcher(pixel_values, input_ids, attention_mask))  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not all(callable(getattr(model, f, None)) for f in ("get_image_features", "get_text_features")):
+            raise ValueError(f"{type(model).__name__} has no get_image_features / get_text_features")
+        self.model = model
+        if not isinstance(getattr(model, "logit_scale", None), nn.Parameter):
+            self.log_inv_temperature = nn.Parameter(torch.tensor(math.log(1.0 / 0.07)))
+
+    @property
+    def text_tower(self) -> nn.Module:
+        """The text encoder (where task adapters go): ``text_model`` of CLIP-type models, else the whole model."""
+        return getattr(self.model, "text_model", self.model)
+
+    def embed_images(self, pixel_values: Tensor) -> Tensor:
+        """L2-normalised projected image embeddings."""
+        return F.normalize(_features(self.model.get_image_features(pixel_values=pixel_values)), dim=-1)
+
+    def embed_texts(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """L2-normalised projected text embeddings."""
+        out = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        return F.normalize(_features(out), dim=-1)
+
+    def forward(self, pixel_values: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Logits (images × texts)."""
+        scale = getattr(self.model, "logit_scale", None)
+        scale = scale if isinstance(scale, nn.Parameter) else self.log_inv_temperature
+        scale = scale.clamp(max=math.log(100.0)).exp()
+        return scale * self.embed_images(pixel_values) @ self.embed_texts(input_ids, attention_mask).T
+
+
+def _features(out: Tensor | object) -> Tensor:
+    # transformers 5 returns a model output whose pooler_output holds the projected embeddings; 4.x a tensor.
+    return out if isinstance(out, Tensor) else out.pooler_output  # type: ignore[attr-defined]
 
 
 def clip_loss(logits: Tensor) -> Tensor:
