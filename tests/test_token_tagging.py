@@ -125,6 +125,10 @@ def test_token_loss_ignores_untagged_tokens_and_f1_leaves_out_the_outside_tag() 
     # target O, B, I, NUM, O, B ; prediction O, B, O, NUM, B, I -> tags 1..3: tp = 2, fp = 2, fn = 2
     counts.update(torch.tensor([0, 1, 0, 3, 1, 2]), torch.tensor([0, 1, 2, 3, 0, 1]))
     assert float(_f1_without_outside(counts.compute())) == pytest.approx(2 * 2 / (2 * 2 + 2 + 2))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    pred = model.predict_step({**batch, "attention_mask": mask, "task_id": torch.tensor([0, 1]), "index": torch.arange(2)}, 0)
+    assert (pred["token_preds"][0] == IGNORE).all() and (pred["token_preds"][1] >= 0).all()  # row 0: a sentence task
+    assert pred["preds"].shape == (2,)
     with pytest.raises(SstkitError, match="model.task_types must be 2 entries"):
         tiny(types=("sequence", "ner"))
 

@@ -228,8 +228,11 @@ class MultitaskTextClassifier(TextClassifier):
                                                   batch.get("token_type_ids"), batch["task_id"])  # fmt: skip
         probs = torch.softmax(logits.float(), dim=-1)
         out = {"index": batch["index"], "task_id": batch["task_id"], "probs": probs, "preds": probs.argmax(-1)}
-        if token_logits is not None:  # tags of every token (padding included; the sentence rows' are meaningless)
-            out["token_preds"] = token_logits.argmax(-1)
+        if token_logits is not None:  # a tag per token; -100 on padding and on the rows of sentence tasks
+            tags = token_logits.argmax(-1).masked_fill(batch["attention_mask"] == 0, IGNORE)
+            token_rows = torch.tensor([self.task_types[t] == "token" for t in batch["task_id"].tolist()],
+                                      device=tags.device)  # fmt: skip
+            out["token_preds"] = tags.masked_fill(~token_rows.unsqueeze(1), IGNORE)
         return out
 
 
