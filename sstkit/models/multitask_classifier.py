@@ -98,11 +98,6 @@ class MultitaskTextClassifier(TextClassifier):
                                           for stage in ("val", "test")})  # fmt: skip
 
     @property
-    def token_tasks(self) -> list[int]:
-        """Ids of the token-classification tasks."""
-        return [t for t, kind in enumerate(self.task_types) if kind == "token"]
-
-    @property
     def num_tasks(self) -> int:
         """Number of tasks (= heads); the hypernetwork-adapter callback reads it."""
         return len(self.task_labels)
