@@ -369,3 +369,17 @@ def test_planted_position_is_recovered() -> None:
     assert (0, 1, 2) in backward_circuit(cdt, k=1) and (0, 1, 2) in backward_circuit(paths, k=1)
     circuit = [(0, 1, 2)] + [n for n in nodes if n[0] == 1]
     assert faithfulness(model, ids, metric, means, circuit, nodes) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("gaps", [False, True])
+def test_induction_data_repeats_at_its_distance(gaps: bool) -> None:
+    from sstkit.functional.cdt.induction import bind_metric, induction_data
+
+    data = induction_data(64, length=25, vocab=40, seed=3, min_half=4, gaps=gaps)
+    for i in range(64):
+        m, s, d = int(data.half[i]), int(data.start[i]), int(data.distance[i])
+        assert s + m == 25 and m <= d <= 24 - m and data.ids[i, 0] == 0
+        assert torch.equal(data.ids[i, s:], data.ids[i, s - d:s - d + m])
+    assert (data.distance > data.half).any() == gaps  # gaps put noise between the copies
+    perfect = torch.nn.functional.one_hot(data.ids.roll(-1, 1), 40).float() * 10  # logits that know the next token
+    assert bind_metric(data)(perfect).min() > 9

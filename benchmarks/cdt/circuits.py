@@ -30,7 +30,7 @@ from sstkit.functional.cdt.circuit import (
     head_counts,
     head_means,
 )
-from sstkit.functional.cdt.induction import bind_metric, head_roles, induction_data, known_circuit
+from sstkit.functional.cdt.induction import InductionData, bind_metric, head_roles, induction_data, known_circuit
 from sstkit.functional.cdt.patching import activation_patching, faithfulness, path_patching
 from sstkit.models.causal_lm import CausalLM
 
@@ -58,6 +58,11 @@ def freeze_heads(model: CausalLM, trainable: list[tuple[int, int]]) -> None:
         attn.out_proj.weight.register_hook(lambda g, f=frozen: g.masked_fill(f[None, :], 0.0))
 
 
+def draw(args: argparse.Namespace, n: int, seed: int) -> InductionData:
+    """``n`` induction examples of the benchmark's shape."""
+    return induction_data(n, args.length, args.vocab, seed=seed, min_half=args.min_half, gaps=args.gaps)
+
+
 def remove_mlps(model: CausalLM) -> None:
     """An attention-only model: every MLP's ``fc2`` is zeroed and frozen, so the blocks add nothing but attention
     (the setting in which Olsson et al. see clean previous-token / induction heads)."""
@@ -74,7 +79,7 @@ def train(args: argparse.Namespace) -> CausalLM:
     heads of ``--circuit`` trainable (``all``: every head, the circuit then read from attention patterns)."""
     cache = Path(args.cache) / (f"induction_seed{args.seed}_steps{args.steps}_v{args.vocab}_t{args.length}"
                                 f"_b{args.batch_size}_lr{args.lr}_c{args.circuit.replace(',', '-')}"
-                                f"{'_attn' if args.attn_only else ''}.pt")
+                                f"{'_attn' if args.attn_only else ''}{'_gaps' if args.gaps else ''}.pt")
     torch.manual_seed(args.seed)
     model = CausalLM("tiny", vocab_size=args.vocab, config_overrides={
         "ffn_dim": 64, "max_position_embeddings": 64, "dropout": 0.0, "attention_dropout": 0.0})
@@ -89,7 +94,7 @@ def train(args: argparse.Namespace) -> CausalLM:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     model.train()
     for step in range(args.steps):
-        data = induction_data(args.batch_size, args.length, args.vocab, seed=10_000 + step, min_half=args.min_half)
+        data = draw(args, args.batch_size, 10_000 + step)
         labels = data.ids.clone()
         labels[~torch.roll(data.predictable(), 1, 1)] = -100
         loss = model.step({"input_ids": data.ids, "labels": labels}, "train").loss
@@ -97,7 +102,7 @@ def train(args: argparse.Namespace) -> CausalLM:
         loss.backward()
         optimizer.step()
         if step % 500 == 0:  # how far the role patterns have formed (the ground truth of --circuit all)
-            probe = induction_data(64, args.length, args.vocab, seed=args.seed + 1, min_half=args.min_half)
+            probe = draw(args, 64, args.seed + 1)
             model.eval()
             prev, ind = head_roles(model, probe)
             model.train()
@@ -119,8 +124,7 @@ def _time_model(args: argparse.Namespace, ids: torch.Tensor, layers: int) -> lis
     model = CausalLM("tiny", vocab_size=args.vocab, config_overrides={
         "num_hidden_layers": layers, "num_attention_heads": heads, "hidden_size": 8 * heads,
         "ffn_dim": 32 * heads, "max_position_embeddings": 64}).eval()
-    metric = bind_metric(induction_data(ids.shape[0], ids.shape[1], args.vocab, seed=args.seed + 1,
-                                        min_half=args.min_half))
+    metric = bind_metric(draw(args, ids.shape[0], args.seed + 1))
     means = head_means(model, ids)
     times = {}
     for name, run in (("cdt (total attention)", lambda: cdt_head_scores(model, ids, metric, means)),
@@ -202,6 +206,8 @@ def main() -> None:
                         help="the only trainable heads (layer.head): the known circuit; 'all': every head trains and "
                              "the known circuit is read from attention patterns (previous-token + induction heads)")
     parser.add_argument("--attn-only", action="store_true", help="zero and freeze the MLPs (attention-only model)")
+    parser.add_argument("--gaps", action="store_true",
+                        help="random noise between the two copies (no fixed look-back window finds the repeat)")
     parser.add_argument("--positions", action="store_true",
                         help="also discover the circuit over (layer, head, position) nodes on one fixed layout")
     parser.add_argument("--k-positions", type=int, default=0,
@@ -213,7 +219,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     model = train(args)
-    data = induction_data(args.examples, args.length, args.vocab, seed=args.seed + 1, min_half=args.min_half)
+    data = draw(args, args.examples, args.seed + 1)
     ids, metric = data.ids, bind_metric(data)
     by_patterns = known_circuit(model, data)
     planted = args.circuit != "all"

@@ -30,11 +30,13 @@ BOS, FIRST_TOKEN = 0, 2  # 1 is OPT's pad id; random tokens are drawn from [2, v
 
 @dataclass
 class InductionData:
-    """Token ids (examples, time), each example's repeat length m and the start of its second copy."""
+    """Token ids (examples, time), each example's repeat length m, the start of its second copy and the distance
+    from a token of the first copy to its repeat (m, or m + the gap between the copies)."""
 
     ids: Tensor
     half: Tensor
     start: Tensor
+    distance: Tensor
 
     def predictable(self) -> Tensor:
         """Bool (examples, time): positions p whose next token is a copy (p in the second copy, not its end)."""
@@ -42,19 +44,27 @@ class InductionData:
         return (p[None] >= self.start[:, None]) & (p[None] < self.ids.shape[1] - 1)
 
 
-def induction_data(n: int, length: int, vocab: int, seed: int, min_half: int = 4) -> InductionData:
+def induction_data(n: int, length: int, vocab: int, seed: int, min_half: int = 4, gaps: bool = False
+                   ) -> InductionData:
     """``n`` examples ``[BOS] noise a₁…a_m a₁…a_m`` of ``length`` tokens, m drawn from [min_half, (length − 1) / 2]
-    per example, so the repeat sits at a different place in each one and position alone predicts nothing."""
+    per example, so the repeat sits at a different place in each one and position alone predicts nothing. With
+    ``gaps``, random tokens of a random number g ∈ [0, length − 1 − 2m] separate the copies
+    (``[BOS] noise a₁…a_m noise a₁…a_m``), so the distance m + g between a token and its repeat varies widely and
+    no fixed look-back window finds the earlier occurrence: only matching content (the induction circuit) does."""
     gen = torch.Generator().manual_seed(seed)
     max_half = (length - 1) // 2
     ids = torch.randint(FIRST_TOKEN, vocab, (n, length), generator=gen)
     ids[:, 0] = BOS
     half = torch.randint(min_half, max_half + 1, (n,), generator=gen)
     start = length - half  # first position of the second copy
+    distance = half.clone()
+    if gaps:
+        room = length - 1 - 2 * half  # noise tokens that may go between the copies
+        distance += (torch.rand(n, generator=gen) * (room + 1)).long().clamp(max=room)
     for i in range(n):
-        m, s = int(half[i]), int(start[i])
-        ids[i, s:] = ids[i, s - m:s]
-    return InductionData(ids, half, start)
+        m, s, d = int(half[i]), int(start[i]), int(distance[i])
+        ids[i, s:] = ids[i, s - d:s - d + m]
+    return InductionData(ids, half, start, distance)
 
 
 def bind_metric(data: InductionData):
@@ -82,12 +92,12 @@ def attention_patterns(lm: nn.Module, ids: Tensor) -> list[Tensor]:
 @torch.no_grad()
 def head_roles(lm: nn.Module, data: InductionData) -> tuple[Tensor, Tensor]:
     """Per node (layer-major): previous-token score (mean attention from p to p − 1) and induction score (mean
-    attention from the second copy to the position after the earlier occurrence, p − m + 1)."""
+    attention from the second copy to the position after the earlier occurrence, p − distance + 1)."""
     patterns = attention_patterns(lm, data.ids)
     t = data.ids.shape[1]
     prev_q = torch.arange(1, t)
     mask = data.predictable().float()  # (n, t)
-    key = (torch.arange(t)[None] - data.half[:, None] + 1).clamp(min=0)  # (n, t)
+    key = (torch.arange(t)[None] - data.distance[:, None] + 1).clamp(min=0)  # (n, t)
     prev, ind = [], []
     for probs in patterns:
         prev.append(probs[:, :, prev_q, prev_q - 1].mean((0, 2)))
