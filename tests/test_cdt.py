@@ -383,3 +383,19 @@ def test_induction_data_repeats_at_its_distance(gaps: bool) -> None:
     assert (data.distance > data.half).any() == gaps  # gaps put noise between the copies
     perfect = torch.nn.functional.one_hot(data.ids.roll(-1, 1), 40).float() * 10  # logits that know the next token
     assert bind_metric(data)(perfect).min() > 9
+
+
+def test_minimal_circuit_is_the_smallest_that_keeps_the_metric() -> None:
+    from sstkit.functional.cdt.circuit import head_means
+    from sstkit.functional.cdt.patching import faithfulness, minimal_circuit
+
+    model = tiny_opt()
+    ids = _batch()["input_ids"][:, :5] + 4
+    metric, means = _read_position(4), head_means(model, ids)
+    circuit, share = minimal_circuit(model, ids, metric, means, keep=0.8)
+    assert share >= 0.8 and share == pytest.approx(faithfulness(model, ids, metric, means, circuit), abs=1e-6)
+    for node in circuit:  # no node can be dropped (every smaller subset was searched before)
+        assert faithfulness(model, ids, metric, means, [n for n in circuit if n != node]) < 0.8
+    assert minimal_circuit(model, ids, metric, means, keep=-1e9)[0] == []
+    with pytest.raises(ValueError, match="max_nodes"):
+        minimal_circuit(model, ids, metric, means, max_nodes=4)

@@ -31,7 +31,7 @@ from sstkit.functional.cdt.circuit import (
     head_means,
 )
 from sstkit.functional.cdt.induction import InductionData, bind_metric, head_roles, induction_data, known_circuit
-from sstkit.functional.cdt.patching import activation_patching, faithfulness, path_patching
+from sstkit.functional.cdt.patching import activation_patching, faithfulness, minimal_circuit, path_patching
 from sstkit.models.causal_lm import CausalLM
 
 
@@ -153,7 +153,7 @@ def evaluate(model: CausalLM, ids: torch.Tensor, metric, nodes: list, truth: lis
         rows.append({"method": method, "roc_auc": round(roc_auc_score(labels, ranking.tolist()), 4),
                      "faithfulness": round(faithfulness(model, ids, metric, means, circuit, nodes), 4),
                      "circuit": fmt_nodes(circuit) if len(circuit) <= 8 else f"{len(circuit)} nodes",
-                     "seconds": round(seconds, 3), **(extra or {})})
+                     "seconds": round(seconds, 3), "size": size, **(extra or {})})
 
     for rule in rules:
         start = time.perf_counter()
@@ -205,6 +205,10 @@ def main() -> None:
     parser.add_argument("--circuit", default="0.1,1.2",
                         help="the only trainable heads (layer.head): the known circuit; 'all': every head trains and "
                              "the known circuit is read from attention patterns (previous-token + induction heads)")
+    parser.add_argument("--truth", choices=("patterns", "search"), default="patterns",
+                        help="ground truth of --circuit all: attention-pattern roles, or the smallest head set that "
+                             "keeps --keep of the metric under mean ablation (exhaustive search over all subsets)")
+    parser.add_argument("--keep", type=float, default=0.9, help="faithfulness the searched circuit must reach")
     parser.add_argument("--attn-only", action="store_true", help="zero and freeze the MLPs (attention-only model)")
     parser.add_argument("--gaps", action="store_true",
                         help="random noise between the two copies (no fixed look-back window finds the repeat)")
@@ -223,7 +227,8 @@ def main() -> None:
     ids, metric = data.ids, bind_metric(data)
     by_patterns = known_circuit(model, data)
     planted = args.circuit != "all"
-    truth = parse_nodes(args.circuit) if planted else by_patterns
+    searched, searched_share = minimal_circuit(model, ids, metric, head_means(model, ids), args.keep)
+    truth = parse_nodes(args.circuit) if planted else by_patterns if args.truth == "patterns" else searched
     prev, ind = head_roles(model, data)
     with torch.no_grad():
         full = float(metric(model(ids)).mean())
@@ -235,8 +240,12 @@ def main() -> None:
         fixed = induction_data(args.examples, args.length, args.vocab, seed=args.seed + 2, min_half=half)
         nodes = all_nodes(model, positions=args.length)
         args.k_positions = args.k_positions or half - 1
-        positioned = evaluate(model, fixed.ids, bind_metric(fixed), nodes, position_truth(model, truth, half),
-                              args.k_positions, args.seed, rules=("total",))
+        # the role-based truth has positions (the induction mechanism's); a searched head set does not, so there
+        # every position of its heads counts as in the circuit
+        where = (position_truth(model, truth, half) if planted or args.truth == "patterns" else
+                 [(lay, h, q) for lay, h in truth for q in range(args.length)])
+        positioned = evaluate(model, fixed.ids, bind_metric(fixed), nodes, where, args.k_positions, args.seed,
+                              rules=("total",))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     keys = ["method", "nodes", "roc_auc", "faithfulness", "seconds", "circuit"]
@@ -248,18 +257,23 @@ def main() -> None:
     model_text = f"{'attention-only ' if args.attn_only else ''}CausalLM (2 layers x 4 heads"
     source = ("the only heads trained; all others stay random" if planted else
               "all heads trained; ground truth = previous-token heads of layer 0 and induction heads of layer 1 "
-              "by attention pattern, score > 0.4, plus the best of each")
+              "by attention pattern, score > 0.4, plus the best of each" if args.truth == "patterns" else
+              f"all heads trained; ground truth = the smallest set of heads that keeps >= {args.keep} of the metric "
+              "when all others are mean-ablated, by exhaustive search over the 256 subsets")
+    task = f"length {args.length}, vocab {args.vocab}, m >= {args.min_half}{', gaps' if args.gaps else ''}"
     lines = [f"Induction circuit of sstkit's {model_text}, {args.steps} steps, lr {args.lr}, seed {args.seed}); "
-             f"{args.examples} held-out examples; induction metric of the full model {full:.3f}.",
+             f"task: {task}; {args.examples} held-out examples; induction metric of the full model {full:.3f}.",
              f"Known circuit ({source}): {fmt_nodes(truth)}; from attention patterns: {fmt_nodes(by_patterns)}; "
+             f"by search: {fmt_nodes(searched)} (keeps {searched_share:.3f}); "
              f"previous-token scores {fmt(prev)}; induction scores {fmt(ind)} (heads 0.0 … 1.3).", ""]
     lines += table(rows)
     if positioned:
+        known = ("the previous-token heads at positions 2 … m and the induction heads at m + 1 … 2m − 1"
+                 if planted or args.truth == "patterns" else "every position of the searched heads (this model has "
+                 "no position-level ground truth)")
         lines += ["", f"Position-resolved nodes (layer, head, position), {len(all_nodes(model, args.length))} of them, "
-                  f"on {args.examples} examples of one layout (m = {(args.length - 1) // 2}); known circuit: the "
-                  "previous-token heads at positions 2 … m and the induction heads at m + 1 … 2m − 1 "
-                  f"({len(position_truth(model, truth, (args.length - 1) // 2))} nodes); backward rounds keep "
-                  f"{args.k_positions} nodes:", ""]
+                  f"on {args.examples} examples of one layout (m = {(args.length - 1) // 2}); known circuit: {known} "
+                  f"({positioned[0]['size']} nodes); backward rounds keep {args.k_positions} nodes:", ""]
         lines += table(positioned)
     if timing:
         lines += ["", "Wall time on random OPTs of more heads (same examples, same metric; speed only):", "",
@@ -267,6 +281,7 @@ def main() -> None:
         lines += [f"| {r['method']} | {r['heads']} | {r['seconds']} | {r['ratio']} |" for r in timing]
     Path(f"{out}.md").write_text("\n".join(lines) + "\n")
     Path(f"{out}.json").write_text(json.dumps({"args": vars(args), "truth": truth, "by_patterns": by_patterns,
+                                               "searched": searched, "searched_share": searched_share,
                                                "rows": rows, "positions": positioned, "timing": timing}, indent=1))
     print("\n".join(lines))
 
