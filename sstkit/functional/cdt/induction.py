@@ -1,13 +1,16 @@
 """A synthetic task with a known circuit: induction (copying a repeated random sequence).
 
-Each example is ``[BOS] noise a₁ … a_m a₁ … a_m`` with random tokens and m varying per example; from the second half on, the next token is predictable
-only by finding the earlier occurrence of the current token and copying its successor. A two-layer attention model
-does this with the induction circuit (Olsson et al., 2022): a *previous-token head* in layer 0 writes each token's
-predecessor into its residual stream, and an *induction head* in layer 1 attends from the current token to the
-position after its earlier occurrence and copies that token. :func:`head_roles` scores every head for the two roles
-from its attention patterns. A model trained freely may solve the task without clean role patterns, so the benchmark
-(``benchmarks/cdt/circuits.py``) plants the circuit instead: only chosen heads are trainable, and the role scores
-are reported as a diagnostic.
+Each example is ``[BOS] noise a₁ … a_m a₁ … a_m`` with random tokens and m varying per example (optionally noise
+between the copies too); from the second copy on, the next token is predictable only by finding the earlier
+occurrence of the current token and copying its successor. A two-layer attention model does this with the
+induction circuit (Olsson et al., 2022): a *previous-token head* in layer 0 writes each token's predecessor into its
+residual stream, and an *induction head* in layer 1 attends from the current token to the position after its
+earlier occurrence and copies that token. :func:`head_roles` scores every head for the two roles
+from its attention patterns. A model trained freely may solve the task without clean role patterns (small OPTs
+trained here learned sharp positional look-back heads in layer 0 instead of previous-token heads), so the benchmark
+(``benchmarks/cdt/circuits.py``) either plants the circuit (only chosen heads are trainable) or takes as ground
+truth the smallest head set that keeps the metric (:func:`~sstkit.functional.cdt.patching.minimal_circuit`); the
+role scores are reported as a diagnostic.
 
 Example:
     >>> data = induction_data(4, length=21, vocab=50, seed=0)
