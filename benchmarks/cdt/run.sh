@@ -2,6 +2,7 @@
 # Reruns the CD-T benchmark (CPU, one core each; see README.md). Writes next to this script:
 #   local_sst2.{md,csv,json}, local_agnews.{md,csv,json}   local explanations
 #   circuits.{md,csv,json}                                  planted induction circuit (+ timing on wider OPTs)
+#   circuits_positions.{md,csv,json}                        the planted model, heads and heads at positions
 #   circuits_learned.{md,csv,json}                          induction circuit learned by all heads (heads + positions)
 # Overridable: MODEL (SST-2 classifier), AGNEWS_MODEL (AG News classifier), LIMIT / AGNEWS_LIMIT (sentences),
 # STEPS (planted induction steps), PART (all | local | circuits), SSTKIT_RUNS (where runs and caches go).
@@ -35,6 +36,9 @@ fi
 if [ "$PART" != local ]; then
   python benchmarks/cdt/circuits.py --steps "${STEPS:-3000}" --lr 3e-3 --cache "$RUNS/cdt_induction" \
     --out benchmarks/cdt/circuits
+  # the same planted model (cached) with position-resolved nodes (layer, head, position) too
+  python benchmarks/cdt/circuits.py --steps "${STEPS:-3000}" --lr 3e-3 --positions --timing-layers \
+    --cache "$RUNS/cdt_induction" --out benchmarks/cdt/circuits_positions
   # all heads trainable, attention-only, random gaps between the copies; truth = the smallest head set keeping 90 %
   python benchmarks/cdt/circuits.py --circuit all --truth search --attn-only --gaps --steps 4000 --lr 3e-3 \
     --length 25 --vocab 48 --min-half 4 --positions --timing-layers --cache "$RUNS/cdt_induction" \
