@@ -51,11 +51,10 @@ def all_nodes(model: nn.Module, positions: int | Sequence[int] | None = None) ->
     return [(layer, head, p) for layer in range(layers) for head in range(heads) for p in where]
 
 
-def node_value(per_layer: Tensor, node: Node, batched: bool = True) -> Tensor:
+def node_value(per_layer: Tensor, node: Node) -> Tensor:
     """The part of one layer's head tensor that is ``node``: (batch, heads, time, d) -> (batch, time, d) for a head,
-    (batch, d) for a head at a position; without the batch axis if not ``batched`` (the means)."""
-    index = node[1:]
-    return per_layer[(slice(None), *index)] if batched else per_layer[index]
+    (batch, d) for a head at a position (a mean without the batch axis is ``means[layer][node[1:]]``)."""
+    return per_layer[(slice(None), *node[1:])]
 
 
 @torch.no_grad()
