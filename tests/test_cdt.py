@@ -284,3 +284,118 @@ def test_sources_from_cached_prefix_match_full_propagation() -> None:
     assert full.beta.abs().max() > 0
     with pytest.raises(ValueError, match="empty"):
         decompose(model, ids, relevant=[[1]], start=(1, entering[1]))
+
+
+# --- position-resolved nodes ---------------------------------------------------------------------------------
+def _read_position(q: int):
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, q, 7] - logits[:, q].mean(-1)
+    return metric
+
+
+def test_position_sources_keep_completeness_at_every_position() -> None:
+    from sstkit.functional.cdt.circuit import clean_states, head_means, source_pass
+
+    model = tiny_opt()
+    ids = _batch()["input_ids"][:, :5] + 4
+    heads, entering = clean_states(model, ids)
+    means = head_means(model, ids)
+    sources = [(0, 0, 1), (0, 2, 3), (0, 1, 4), (0, 1)]  # heads at positions, and one whole head, in one batch
+    result = source_pass(model, ids, sources, means, entering[0])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    for s, node in enumerate(sources):
+        torch.testing.assert_close(result.output.total[:, s], logits, atol=1e-4, rtol=0)
+        for layer, (beta, gamma) in result.heads.items():  # β + γ is the clean context of every head and position
+            torch.testing.assert_close(beta[:, s] + gamma[:, s], heads[layer], atol=1e-5, rtol=0)
+        planted = torch.zeros_like(heads[0])
+        where = (slice(None), *node[1:])
+        planted[where] = heads[0][where] - means[0][node[1:]]
+        torch.testing.assert_close(result.heads[0][0][:, s], planted)  # β only at the source (and its position)
+        if len(node) == 3:  # causal: nothing reaches earlier positions of later layers
+            assert result.heads[1][0][:, s, :, :node[2]].abs().max() == 0
+            assert result.heads[1][0][:, s, :, node[2]:].abs().max() > 0
+    with pytest.raises(ValueError, match="one layer"):
+        source_pass(model, ids, [(0, 0, 1), (1, 0, 1)], means, entering[0])
+
+
+@pytest.mark.parametrize("attention", ["total", "beta"])
+def test_position_nodes_respect_causality(attention: str) -> None:
+    from sstkit.functional.cdt.circuit import all_nodes, cdt_head_scores, head_means
+    from sstkit.functional.cdt.patching import activation_patching, path_patching
+
+    model = tiny_opt()
+    ids = _batch()["input_ids"][:, :5] + 4
+    nodes = all_nodes(model, positions=5)
+    assert len(nodes) == 2 * 3 * 5 and nodes[7] == (0, 1, 2)
+    metric, means = _read_position(2), head_means(model, ids)
+    scores = cdt_head_scores(model, ids, metric, means, nodes=nodes, sources_per_pass=4, attention=attention)
+    later = torch.tensor([n[2] > 2 for n in nodes])
+    assert scores.output[later].abs().max() == 0 and scores.output[~later].max() > 0
+    backwards = torch.tensor([[t[0] > s[0] and t[2] < s[2] for t in nodes] for s in nodes])
+    forwards = torch.tensor([[t[0] > s[0] and t[2] >= s[2] for t in nodes] for s in nodes])
+    assert scores.to_head[backwards].abs().max() == 0 and scores.to_head[forwards].min() >= 0
+    assert (scores.to_head[forwards] > 0).float().mean() > 0.5
+    if attention == "total":  # the baselines at the same granularity
+        effects = activation_patching(model, ids, metric, means, nodes)
+        assert effects[later].abs().max() < 1e-5 and effects[~later].max() > 1e-3
+        paths = path_patching(model, ids, metric, means, nodes, skip_causal=False)
+        assert paths.to_head[backwards].abs().max() < 1e-7 and paths.to_head[forwards].max() > 1e-5
+        assert paths.output[later].abs().max() < 1e-5
+
+
+def test_planted_position_is_recovered() -> None:
+    """Examples differ only in the token at position 2, and only head 1 of layer 0 writes anything: of all layer-0
+    nodes, only (0, 1, 2) can change the metric read at position 2; every method must single it out."""
+    from sstkit.functional.cdt.circuit import all_nodes, backward_circuit, cdt_head_scores, head_means
+    from sstkit.functional.cdt.patching import activation_patching, faithfulness, path_patching
+
+    model = tiny_opt()
+    values = model.model.decoder.layers[0].self_attn.v_proj
+    with torch.no_grad():
+        for head in (0, 2):
+            values.weight[head * 8:(head + 1) * 8] = 0
+            values.bias[head * 8:(head + 1) * 8] = 0
+    ids = torch.tensor([[2, 11, token, 23, 5] for token in (7, 19, 33, 41, 52)])
+    nodes = all_nodes(model, positions=5)
+    first = [i for i, n in enumerate(nodes) if n[0] == 0]
+    metric, means = _read_position(2), head_means(model, ids)
+    cdt = cdt_head_scores(model, ids, metric, means, nodes=nodes)
+    paths = path_patching(model, ids, metric, means, nodes)
+    effects = activation_patching(model, ids, metric, means, nodes)
+    for score in (cdt.output, paths.output, effects):
+        ranked = sorted(first, key=lambda i: -float(score[i]))
+        assert nodes[ranked[0]] == (0, 1, 2) and score[ranked[1]] < 1e-4 * score[ranked[0]]
+    assert (0, 1, 2) in backward_circuit(cdt, k=1) and (0, 1, 2) in backward_circuit(paths, k=1)
+    circuit = [(0, 1, 2)] + [n for n in nodes if n[0] == 1]
+    assert faithfulness(model, ids, metric, means, circuit, nodes) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("gaps", [False, True])
+def test_induction_data_repeats_at_its_distance(gaps: bool) -> None:
+    from sstkit.functional.cdt.induction import bind_metric, induction_data
+
+    data = induction_data(64, length=25, vocab=40, seed=3, min_half=4, gaps=gaps)
+    for i in range(64):
+        m, s, d = int(data.half[i]), int(data.start[i]), int(data.distance[i])
+        assert s + m == 25 and m <= d <= 24 - m and data.ids[i, 0] == 0
+        assert torch.equal(data.ids[i, s:], data.ids[i, s - d:s - d + m])
+    assert (data.distance > data.half).any() == gaps  # gaps put noise between the copies
+    perfect = torch.nn.functional.one_hot(data.ids.roll(-1, 1), 40).float() * 10  # logits that know the next token
+    assert bind_metric(data)(perfect).min() > 9
+
+
+def test_minimal_circuit_is_the_smallest_that_keeps_the_metric() -> None:
+    from sstkit.functional.cdt.circuit import head_means
+    from sstkit.functional.cdt.patching import faithfulness, minimal_circuit
+
+    model = tiny_opt()
+    ids = _batch()["input_ids"][:, :5] + 4
+    metric, means = _read_position(4), head_means(model, ids)
+    circuit, share = minimal_circuit(model, ids, metric, means, keep=0.8)
+    assert share >= 0.8 and share == pytest.approx(faithfulness(model, ids, metric, means, circuit), abs=1e-6)
+    for node in circuit:  # no node can be dropped (every smaller subset was searched before)
+        assert faithfulness(model, ids, metric, means, [n for n in circuit if n != node]) < 0.8
+    assert minimal_circuit(model, ids, metric, means, keep=-1e9)[0] == []
+    with pytest.raises(ValueError, match="max_nodes"):
+        minimal_circuit(model, ids, metric, means, max_nodes=4)

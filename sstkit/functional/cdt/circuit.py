@@ -1,31 +1,33 @@
 """Circuit discovery with CD-T: which attention heads carry a task, found by decomposition instead of patching.
 
-Nodes are attention heads ``(layer, head)``; a node's output is its per-head attention context (before the output
-projection). A *source* node gets β = its activation − its mean activation over the data set (γ = the mean), every
-other part of the network starts in γ; one propagation then gives, for every source at once (a batch of sources),
-its β at the output logits and at every later head. Discovery works backwards from the output:
+Nodes are attention heads ``(layer, head)`` or, position-resolved, one head's output at one token position
+``(layer, head, position)``; a node's output is its per-head attention context (before the output projection). A
+*source* node gets β = its activation − its mean activation over the data set (γ = the mean; for a position node only
+at that position), every other part of the network starts in γ; one propagation then gives, for every source at once
+(a batch of sources), its β at the output logits and at every later node. Discovery works backwards from the output:
 
 1. score every node by |mean over examples of ``metric(β-logits)``|, keep the top ``k``: the first frontier;
-2. score every earlier node by its β at the frontier's heads (‖β‖ relative to the frontier head's ‖activation‖),
+2. score every earlier node by its β at the frontier's nodes (‖β‖ relative to the frontier node's ‖activation‖),
    keep the top ``k`` of those: the next frontier; repeat until no earlier node is left.
 
 Example:
     >>> means = head_means(lm, ids)  # doctest: +SKIP
     >>> scores = cdt_head_scores(lm, ids, metric, means)  # doctest: +SKIP
     >>> circuit = backward_circuit(scores, k=2)  # doctest: +SKIP
+    >>> per_position = cdt_head_scores(lm, ids, metric, means, nodes=all_nodes(lm, positions=ids.shape[1]))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from sstkit.functional.cdt.decompose import decompose
+from sstkit.functional.cdt.decompose import Decomposition, decompose
 
-Node = tuple[int, int]
+Node = tuple[int, ...]  # (layer, head) or (layer, head, position)
 Metric = Callable[[Tensor], Tensor]  # logits (examples, ..., vocab or labels) -> (examples,)
 
 
@@ -39,10 +41,20 @@ def head_counts(model: nn.Module) -> tuple[int, int]:
     return int(config.num_hidden_layers), int(config.num_attention_heads)
 
 
-def all_nodes(model: nn.Module) -> list[Node]:
-    """Every (layer, head) of the model, layer-major."""
+def all_nodes(model: nn.Module, positions: int | Sequence[int] | None = None) -> list[Node]:
+    """Every (layer, head) of the model, layer-major; with ``positions`` (a sequence length or a list of positions)
+    every (layer, head, position)."""
     layers, heads = head_counts(model)
-    return [(layer, head) for layer in range(layers) for head in range(heads)]
+    if positions is None:
+        return [(layer, head) for layer in range(layers) for head in range(heads)]
+    where = range(positions) if isinstance(positions, int) else list(positions)
+    return [(layer, head, p) for layer in range(layers) for head in range(heads) for p in where]
+
+
+def node_value(per_layer: Tensor, node: Node) -> Tensor:
+    """The part of one layer's head tensor that is ``node``: (batch, heads, time, d) -> (batch, time, d) for a head,
+    (batch, d) for a head at a position (a mean without the batch axis is ``means[layer][node[1:]]``)."""
+    return per_layer[(slice(None), *node[1:])]
 
 
 @torch.no_grad()
@@ -75,56 +87,74 @@ class HeadScores:
     to_head: Tensor
 
 
+@dataclass
+class SourcePass:
+    """One batched propagation of ``sources`` (all of one layer): the decomposed output and, per later layer, the
+    (β, γ) of every head context, each (examples, sources, heads, time, head_dim)."""
+
+    sources: list[Node]
+    output: Decomposition
+    heads: dict[int, tuple[Tensor, Tensor]]
+
+
+@torch.no_grad()
+def source_pass(model: nn.Module, inputs: Tensor | dict[str, Tensor], sources: list[Node], means: list[Tensor],
+                entering: Tensor, attention: str = "total") -> SourcePass:
+    """Propagates the sources (nodes of one layer) together, one batch row per (example, source), from ``entering``
+    (the clean hidden state entering their layer, from :func:`clean_states`)."""
+    layer = sources[0][0]
+    if any(node[0] != layer for node in sources):
+        raise ValueError(f"source_pass takes sources of one layer, got {sources}")
+    ids = inputs["input_ids"] if isinstance(inputs, dict) else inputs
+    n, t = ids.shape
+    k = len(sources)
+    heads: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def hook(at: int, beta: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
+        if at == layer:
+            total = beta + gamma
+            beta, gamma = beta.clone(), gamma.clone()
+            mean = means[layer].to(total.dtype)
+            for s, node in enumerate(sources):
+                index = (torch.arange(s, n * k, k), *node[1:])  # example-major batch: the rows of source s
+                beta[index] = total[index] - mean[node[1:]]
+                gamma[index] = mean[node[1:]].expand_as(gamma[index])
+        heads[at] = (beta.view(n, k, *beta.shape[1:]), gamma.view(n, k, *gamma.shape[1:]))
+        return beta, gamma
+
+    dec = decompose(model, inputs, relevant=torch.zeros(k, t, dtype=torch.bool), head_hook=hook,
+                    attention=attention, start=(layer, entering))
+    return SourcePass(sources, dec, heads)
+
+
 @torch.no_grad()
 def cdt_head_scores(model: nn.Module, inputs: Tensor | dict[str, Tensor], metric: Metric, means: list[Tensor],
                     nodes: list[Node] | None = None, sources_per_pass: int = 64,
                     attention: str = "total") -> HeadScores:
-    """One batched CD-T pass per ``sources_per_pass`` sources gives every source's β at the output and at all heads.
+    """One batched CD-T pass per ``sources_per_pass`` sources gives every source's β at the output and at all nodes.
 
-    ``inputs`` are the examples (same length, ids (examples, time)); ``means`` from :func:`head_means`.
+    ``inputs`` are the examples (same length, ids (examples, time)); ``means`` from :func:`head_means`; ``nodes``
+    heads (default: all) or heads at positions (``all_nodes(model, positions=time)``).
     """
     nodes = nodes or all_nodes(model)
-    ids = inputs["input_ids"] if isinstance(inputs, dict) else inputs
-    n, t = ids.shape
     output = torch.zeros(len(nodes))
     to_head = torch.zeros(len(nodes), len(nodes))
-    index = {node: i for i, node in enumerate(nodes)}
-    _, entering = clean_states(model, inputs)
+    clean, entering = clean_states(model, inputs)
+    scale = torch.stack([node_value(clean[t[0]], t).norm(dim=-1).mean().clamp(min=1e-8) for t in nodes])
     # Sources of one layer share passes that start from the cached clean state entering that layer.
     by_layer: dict[int, list[int]] = {}
     for i, node in enumerate(nodes):
         by_layer.setdefault(node[0], []).append(i)
     chunks = [rows[j:j + sources_per_pass] for rows in by_layer.values() for j in range(0, len(rows), sources_per_pass)]
-    for rows_of_chunk in chunks:
-        chunk = [nodes[i] for i in rows_of_chunk]
-        k = len(chunk)
-        seen: dict[int, Tensor] = {}
-        baseline: dict[int, Tensor] = {}
-
-        def hook(layer: int, beta: Tensor, gamma: Tensor, chunk: list[Node] = chunk, k: int = k,
-                 seen: dict = seen, baseline: dict = baseline) -> tuple:
-            total = beta + gamma
-            beta, gamma = beta.clone(), gamma.clone()
-            mean = means[layer].to(total.dtype)
-            for s, (src_layer, head) in enumerate(chunk):
-                if src_layer == layer:
-                    rows = torch.arange(s, n * k, k)  # example-major batch: rows of source s
-                    beta[rows, head] = total[rows, head] - mean[head]
-                    gamma[rows, head] = mean[head].expand_as(gamma[rows, head])
-            seen[layer] = beta.view(n, k, *beta.shape[1:])
-            baseline[layer] = total.view(n, k, *total.shape[1:])[:, 0]
-            return beta, gamma
-
-        layer = chunk[0][0]
-        dec = decompose(model, inputs, relevant=torch.zeros(k, t, dtype=torch.bool), head_hook=hook,
-                        attention=attention, start=(layer, entering[layer]))
-        for s, node in enumerate(chunk):
-            output[rows_of_chunk[s]] = metric(dec.beta[:, s]).mean().abs()
-            for target in nodes:
-                if target[0] > node[0]:
-                    beta = seen[target[0]][:, s, target[1]]
-                    scale = baseline[target[0]][:, target[1]].norm(dim=-1).mean().clamp(min=1e-8)
-                    to_head[rows_of_chunk[s], index[target]] = beta.norm(dim=-1).mean() / scale
+    for rows in chunks:
+        result = source_pass(model, inputs, [nodes[i] for i in rows], means, entering[nodes[rows[0]][0]], attention)
+        later = [j for j, t in enumerate(nodes) if t[0] > nodes[rows[0]][0]]
+        for s, row in enumerate(rows):
+            output[row] = metric(result.output.beta[:, s]).mean().abs()
+            for j in later:
+                target = nodes[j]
+                beta = node_value(result.heads[target[0]][0][:, s], target)
+                to_head[row, j] = beta.norm(dim=-1).mean() / scale[j]
     return HeadScores(nodes, output, to_head)
 
 

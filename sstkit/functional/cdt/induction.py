@@ -1,13 +1,16 @@
 """A synthetic task with a known circuit: induction (copying a repeated random sequence).
 
-Each example is ``[BOS] noise a₁ … a_m a₁ … a_m`` with random tokens and m varying per example; from the second half on, the next token is predictable
-only by finding the earlier occurrence of the current token and copying its successor. A two-layer attention model
-does this with the induction circuit (Olsson et al., 2022): a *previous-token head* in layer 0 writes each token's
-predecessor into its residual stream, and an *induction head* in layer 1 attends from the current token to the
-position after its earlier occurrence and copies that token. :func:`head_roles` scores every head for the two roles
-from its attention patterns. A model trained freely may solve the task without clean role patterns, so the benchmark
-(``benchmarks/cdt/circuits.py``) plants the circuit instead: only chosen heads are trainable, and the role scores
-are reported as a diagnostic.
+Each example is ``[BOS] noise a₁ … a_m a₁ … a_m`` with random tokens and m varying per example (optionally noise
+between the copies too); from the second copy on, the next token is predictable only by finding the earlier
+occurrence of the current token and copying its successor. A two-layer attention model does this with the
+induction circuit (Olsson et al., 2022): a *previous-token head* in layer 0 writes each token's predecessor into its
+residual stream, and an *induction head* in layer 1 attends from the current token to the position after its
+earlier occurrence and copies that token. :func:`head_roles` scores every head for the two roles
+from its attention patterns. A model trained freely may solve the task without clean role patterns (small OPTs
+trained here learned sharp positional look-back heads in layer 0 instead of previous-token heads), so the benchmark
+(``benchmarks/cdt/circuits.py``) either plants the circuit (only chosen heads are trainable) or takes as ground
+truth the smallest head set that keeps the metric (:func:`~sstkit.functional.cdt.patching.minimal_circuit`); the
+role scores are reported as a diagnostic.
 
 Example:
     >>> data = induction_data(4, length=21, vocab=50, seed=0)
@@ -30,11 +33,13 @@ BOS, FIRST_TOKEN = 0, 2  # 1 is OPT's pad id; random tokens are drawn from [2, v
 
 @dataclass
 class InductionData:
-    """Token ids (examples, time), each example's repeat length m and the start of its second copy."""
+    """Token ids (examples, time), each example's repeat length m, the start of its second copy and the distance
+    from a token of the first copy to its repeat (m, or m + the gap between the copies)."""
 
     ids: Tensor
     half: Tensor
     start: Tensor
+    distance: Tensor
 
     def predictable(self) -> Tensor:
         """Bool (examples, time): positions p whose next token is a copy (p in the second copy, not its end)."""
@@ -42,19 +47,27 @@ class InductionData:
         return (p[None] >= self.start[:, None]) & (p[None] < self.ids.shape[1] - 1)
 
 
-def induction_data(n: int, length: int, vocab: int, seed: int, min_half: int = 4) -> InductionData:
+def induction_data(n: int, length: int, vocab: int, seed: int, min_half: int = 4, gaps: bool = False
+                   ) -> InductionData:
     """``n`` examples ``[BOS] noise a₁…a_m a₁…a_m`` of ``length`` tokens, m drawn from [min_half, (length − 1) / 2]
-    per example, so the repeat sits at a different place in each one and position alone predicts nothing."""
+    per example, so the repeat sits at a different place in each one and position alone predicts nothing. With
+    ``gaps``, random tokens of a random number g ∈ [0, length − 1 − 2m] separate the copies
+    (``[BOS] noise a₁…a_m noise a₁…a_m``), so the distance m + g between a token and its repeat varies widely and
+    no fixed look-back window finds the earlier occurrence: only matching content (the induction circuit) does."""
     gen = torch.Generator().manual_seed(seed)
     max_half = (length - 1) // 2
     ids = torch.randint(FIRST_TOKEN, vocab, (n, length), generator=gen)
     ids[:, 0] = BOS
     half = torch.randint(min_half, max_half + 1, (n,), generator=gen)
     start = length - half  # first position of the second copy
+    distance = half.clone()
+    if gaps:
+        room = length - 1 - 2 * half  # noise tokens that may go between the copies
+        distance += (torch.rand(n, generator=gen) * (room + 1)).long().clamp(max=room)
     for i in range(n):
-        m, s = int(half[i]), int(start[i])
-        ids[i, s:] = ids[i, s - m:s]
-    return InductionData(ids, half, start)
+        m, s, d = int(half[i]), int(start[i]), int(distance[i])
+        ids[i, s:] = ids[i, s - d:s - d + m]
+    return InductionData(ids, half, start, distance)
 
 
 def bind_metric(data: InductionData):
@@ -82,12 +95,12 @@ def attention_patterns(lm: nn.Module, ids: Tensor) -> list[Tensor]:
 @torch.no_grad()
 def head_roles(lm: nn.Module, data: InductionData) -> tuple[Tensor, Tensor]:
     """Per node (layer-major): previous-token score (mean attention from p to p − 1) and induction score (mean
-    attention from the second copy to the position after the earlier occurrence, p − m + 1)."""
+    attention from the second copy to the position after the earlier occurrence, p − distance + 1)."""
     patterns = attention_patterns(lm, data.ids)
     t = data.ids.shape[1]
     prev_q = torch.arange(1, t)
     mask = data.predictable().float()  # (n, t)
-    key = (torch.arange(t)[None] - data.half[:, None] + 1).clamp(min=0)  # (n, t)
+    key = (torch.arange(t)[None] - data.distance[:, None] + 1).clamp(min=0)  # (n, t)
     prev, ind = [], []
     for probs in patterns:
         prev.append(probs[:, :, prev_q, prev_q - 1].mean((0, 2)))

@@ -1,5 +1,6 @@
-"""Patching baselines for circuit discovery, on the same head nodes as :mod:`.circuit`: mean-ablation activation
-patching (one forward per node), path patching (one patched forward per path) and circuit faithfulness.
+"""Patching baselines for circuit discovery, on the same nodes as :mod:`.circuit` (heads, or heads at positions):
+mean-ablation activation patching (one forward per node), path patching (one patched forward per path) and circuit
+faithfulness.
 
 A head's output is replaced through a forward pre-hook on the layer's output projection (``out_proj`` of OPT,
 ``attention.output.dense`` of BERT), whose input holds the heads' contexts side by side.
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import combinations
 
 import torch
 from torch import Tensor, nn
 
 from sstkit.functional.cdt.circuit import HeadScores, Metric, Node, all_nodes, head_counts
+from sstkit.functional.cdt.opt import is_opt_lm
 
 
 def _core(model: nn.Module) -> nn.Module:
@@ -38,8 +41,10 @@ def output_projection(model: nn.Module, layer: int) -> nn.Linear:
 @contextmanager
 def patched_heads(model: nn.Module, values: dict[Node, Tensor], record: dict[Node, Tensor] | None = None
                   ) -> Iterator[None]:
-    """Replaces each node's context by ``values[node]`` ((time, d) or (examples, time, d)); fills ``record`` with
-    the contexts the heads produced (before replacement)."""
+    """Replaces each node's context by ``values[node]``: (time, d) or (examples, time, d) for a head (layer, head),
+    (d,) or (examples, d) for a head at a position (layer, head, position); whole heads are written first, so a
+    position node overrides its head. Fills ``record`` with every head's context (layer, head) as produced (before
+    replacement)."""
     layers, heads = head_counts(model)
     handles = []
     for layer in range(layers):
@@ -49,12 +54,13 @@ def patched_heads(model: nn.Module, values: dict[Node, Tensor], record: dict[Nod
             if record is not None:
                 for head in range(heads):
                     record[(layer, head)] = split[..., head, :].detach().clone()
-            mine = {h: v for (lay, h), v in values.items() if lay == layer}
+            mine = sorted(((node, v) for node, v in values.items() if node[0] == layer), key=lambda nv: len(nv[0]))
             if not mine:
                 return None
             split = split.clone()
-            for head, value in mine.items():
-                split[..., head, :] = value.to(x.dtype)
+            for node, value in mine:
+                index = (node[1],) if len(node) == 2 else (node[2], node[1])  # split is (..., time, heads, d)
+                split[(..., *index, slice(None))] = value.to(x.dtype)
             return (split.flatten(-2), *args[1:])
 
         handles.append(output_projection(model, layer).register_forward_pre_hook(hook))
@@ -80,7 +86,7 @@ def run_metric(model: nn.Module, ids: Tensor, metric: Metric, values: dict[Node,
 
 
 def _means(means: list[Tensor], nodes: list[Node]) -> dict[Node, Tensor]:
-    return {(layer, head): means[layer][head] for layer, head in nodes}
+    return {node: means[node[0]][node[1:]] for node in nodes}
 
 
 @torch.no_grad()
@@ -94,26 +100,34 @@ def activation_patching(model: nn.Module, ids: Tensor, metric: Metric, means: li
 
 @torch.no_grad()
 def path_patching(model: nn.Module, ids: Tensor, metric: Metric, means: list[Tensor],
-                  nodes: list[Node] | None = None) -> HeadScores:
+                  nodes: list[Node] | None = None, skip_causal: bool = True) -> HeadScores:
     """Path patching with mean ablation: ``output[s]`` the direct effect of s (all later heads frozen at their clean
     outputs), ``to_head[s, t]`` the effect of the path s → t (t recomputed with s ablated and every other head frozen,
-    then patched alone into a clean run); one patched forward per path plus one per sender."""
+    then patched alone into a clean run); one patched forward per path plus one per sender and receiving head (a
+    head's recomputation serves all its positions). In a causal LM a path from position p to an earlier position
+    is exactly zero, so with ``skip_causal`` it is not run."""
     nodes = nodes or all_nodes(model)
     clean_acts: dict[Node, Tensor] = {}
     clean = run_metric(model, ids, metric, record=clean_acts).mean()
+    causal = skip_causal and is_opt_lm(_core(model))
     output = torch.zeros(len(nodes))
     to_head = torch.zeros(len(nodes), len(nodes))
     for i, sender in enumerate(nodes):
-        ablated = {sender: means[sender[0]][sender[1]]}
-        frozen = {n: clean_acts[n] for n in nodes if n[0] > sender[0]}
+        ablated = {sender: means[sender[0]][sender[1:]]}
+        frozen = {n: v for n, v in clean_acts.items() if n[0] > sender[0]}
         output[i] = (run_metric(model, ids, metric, {**frozen, **ablated}).mean() - clean).abs()
+        recomputed: dict[Node, Tensor] = {}
         for j, receiver in enumerate(nodes):
-            if receiver[0] <= sender[0]:
+            if receiver[0] <= sender[0] or (causal and len(receiver) == len(sender) == 3 and receiver[2] < sender[2]):
                 continue
-            seen: dict[Node, Tensor] = {}
-            others = {n: v for n, v in clean_acts.items() if n not in (sender, receiver)}
-            run_metric(model, ids, metric, {**others, **ablated}, record=seen)
-            to_head[i, j] = (run_metric(model, ids, metric, {receiver: seen[receiver]}).mean() - clean).abs()
+            head = receiver[:2]
+            if head not in recomputed:
+                seen: dict[Node, Tensor] = {}
+                others = {n: v for n, v in clean_acts.items() if n not in (sender[:2], head)}
+                run_metric(model, ids, metric, {**others, **ablated}, record=seen)
+                recomputed[head] = seen[head]
+            value = recomputed[head] if len(receiver) == 2 else recomputed[head][:, receiver[2]]
+            to_head[i, j] = (run_metric(model, ids, metric, {receiver: value}).mean() - clean).abs()
     return HeadScores(nodes, output, to_head)
 
 
@@ -127,3 +141,27 @@ def faithfulness(model: nn.Module, ids: Tensor, metric: Metric, means: list[Tens
     none = run_metric(model, ids, metric, _means(means, nodes)).mean()
     kept = run_metric(model, ids, metric, _means(means, [n for n in nodes if n not in circuit])).mean()
     return float((kept - none) / (full - none))
+
+
+@torch.no_grad()
+def minimal_circuit(model: nn.Module, ids: Tensor, metric: Metric, means: list[Tensor], keep: float = 0.9,
+                    nodes: list[Node] | None = None, max_nodes: int = 16) -> tuple[list[Node], float]:
+    """The smallest set of nodes whose faithfulness reaches ``keep``, by exhaustive search (one forward per subset,
+    smallest subsets first; among the subsets of the first size that reaches ``keep``, the most faithful), and its
+    faithfulness. A ground truth that no discovery method is asked for: what the model needs, found by brute force,
+    so only for up to ``max_nodes`` nodes (2^n subsets)."""
+    nodes = nodes or all_nodes(model)
+    if len(nodes) > max_nodes:
+        raise ValueError(f"minimal_circuit searches 2^n subsets: {len(nodes)} nodes is more than max_nodes={max_nodes}")
+    full = run_metric(model, ids, metric).mean()
+    none = run_metric(model, ids, metric, _means(means, nodes)).mean()
+    for size in range(len(nodes) + 1):
+        best, best_share = None, -float("inf")
+        for circuit in combinations(nodes, size):
+            kept = run_metric(model, ids, metric, _means(means, [n for n in nodes if n not in circuit])).mean()
+            share = float((kept - none) / (full - none))
+            if share > best_share:
+                best, best_share = list(circuit), share
+        if best_share >= keep:
+            return best, best_share
+    return list(nodes), 1.0
