@@ -75,6 +75,22 @@ class AttributeHead(nn.Module):
             raise SstkitError(f"{path}: not an sstkit attribute discriminator ({type(err).__name__}: {err})") from err
         return head.eval()
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> AttributeHead:
+        """The head an ``AttributeDiscriminator`` callback trained with a ``CausalLM`` (its Lightning checkpoint)."""
+        path = Path(path)
+        if not path.is_file():
+            raise SstkitError(f"{path}: no such checkpoint file")
+        state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict", {})
+        weights = {k[len(CHECKPOINT_PREFIX):]: v for k, v in state.items() if k.startswith(CHECKPOINT_PREFIX)}
+        if "linear.weight" not in weights:
+            raise SstkitError(f"{path}: no attribute head in this checkpoint (train the LM with the "
+                              "AttributeDiscriminator callback, or give a discriminator .pt file)")
+        num_labels, hidden_size = weights["linear.weight"].shape
+        head = cls(int(hidden_size), int(num_labels))
+        head.load_state_dict(weights)
+        return head.eval()
+
 
 def attribute_loss(lm: SteerableLM, head: AttributeHead, texts: Sequence[str], labels: Sequence[int] | Tensor,
                    lm_gradient: bool = True) -> tuple[Tensor, Tensor]:
