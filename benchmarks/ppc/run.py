@@ -101,7 +101,8 @@ def write_tables(out: Path, args: argparse.Namespace) -> None:
     disc = json.loads((out / "discriminator.json").read_text()) if (out / "discriminator.json").is_file() else {}
     md = ["## Sentiment-controlled generation, small sstkit OPT — unsteered, prompt, PPLM-style, PPC, "
           "PPC + RLDAF (CPU scale)", "",
-          f"Generator: `{disc.get('lm', '?')}` (config `{disc.get('config', '?')}`); discriminator: "
+          f"Generator: `{disc.get('lm', '?')}` (config `{disc.get('config', '?')}`, {disc.get('lm_steps', '?')} "
+          f"steps, validation perplexity {disc.get('lm_val_ppl', float('nan')):.1f}); discriminator: "
           f"{disc.get('source', '?')}, {100 * disc.get('dev_accuracy', float('nan')):.1f} % on "
           f"the first {disc.get('dev_rows', '?')} rows of sst2/dev.tsv.", "",
           f"{rows[0]['texts_per_run'] // 2} prompts × 2 attributes per run, sampling seeds {seeds}, "
@@ -132,6 +133,10 @@ def load_discriminator(lm: object, args: argparse.Namespace, out: Path) -> objec
     texts, labels = read_texts(resolve_data_dir(None) / "sst2" / "dev.tsv", limit=DEV_ROWS)
     record = {"lm": args.lm, "config": args.config, "source": source,
               "dev_accuracy": round(head_accuracy(head, lm, texts, labels), 4), "dev_rows": len(texts)}
+    summary = Path(args.lm).parents[1] / "summary.json"  # the LM's run record (runs/<name>/seed0/summary.json)
+    if summary.is_file():
+        run = json.loads(summary.read_text())
+        record.update(lm_steps=run.get("global_step"), lm_val_ppl=run.get("metrics", {}).get("val/ppl"))
     (out / "discriminator.json").write_text(json.dumps(record, indent=1) + "\n")
     return head
 
