@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--discriminator-data", default="sst2/train.tsv", help="Labelled TSV to fit the head on.")
     p.add_argument("--discriminator-rows", type=int, default=4000, help="Rows of it used.")
     p.add_argument("--discriminator-dev", default="sst2/dev.tsv", help="Labelled TSV for the head's accuracy.")
+    p.add_argument("--discriminator-dev-rows", type=int, default=1000, help="Rows of it used.")
     p.add_argument("--step-size", type=float, default=0.1, help="alpha: each step's length, relative to the norm "
                    "of the prompt embeddings (PPC) or hidden states (PPLM).")
     p.add_argument("--steps", type=int, default=3, help="Gradient steps per generated token.")
@@ -151,7 +152,8 @@ def generate_main(argv: list[str]) -> int:
     if args.discriminator is None and checkpoint_has_head(args.model):
         args.discriminator = args.model  # the head the AttributeDiscriminator callback trained with the LM
     head = (load_or_fit_discriminator(lm, args.discriminator, args.discriminator_data, args.discriminator_rows,
-                                      args.discriminator_dev) if args.discriminator else None)
+                                      args.discriminator_dev, args.discriminator_dev_rows)
+            if args.discriminator else None)
     controller = build_controller(args.controller, head, args.step_size, args.steps, args.kl_weight, args.layer,
                                   args.reset)
     if args.rldaf_steps:

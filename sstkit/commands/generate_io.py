@@ -60,7 +60,8 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[str]:
 
 
 def load_or_fit_discriminator(lm: SteerableLM, path: str | Path, train_file: str = "sst2/train.tsv",
-                              limit: int = 4000, dev_file: str | None = "sst2/dev.tsv") -> AttributeHead:
+                              limit: int = 4000, dev_file: str | None = "sst2/dev.tsv",
+                              dev_limit: int = 1000) -> AttributeHead:
     """The head at ``path``; if there is none yet, fits one on ``limit`` labelled rows and saves it there.
 
     A ``.ckpt`` path is a ``CausalLM`` checkpoint trained with the ``AttributeDiscriminator`` callback: its head.
@@ -80,9 +81,10 @@ def load_or_fit_discriminator(lm: SteerableLM, path: str | Path, train_file: str
     head = fit_attribute_head(lm, texts, labels, epochs=300, lr=1e-2)
     head.save(path)
     if dev_file:
-        dev_texts, dev_labels = read_texts(_data_path(dev_file), limit=1000)
+        dev_texts, dev_labels = read_texts(_data_path(dev_file), limit=dev_limit)
         acc = head_accuracy(head, lm, dev_texts, dev_labels)
-        path.with_suffix(".json").write_text(f'{{"dev_accuracy": {acc:.4f}, "train_rows": {len(texts)}}}\n')
+        path.with_suffix(".json").write_text(f'{{"dev_accuracy": {acc:.4f}, "dev_rows": {len(dev_texts)}, '
+                                             f'"train_rows": {len(texts)}}}\n')
     return head
 
 
