@@ -1,6 +1,7 @@
 """Method callbacks, one module per method: the Lightning face of a functional core (installed as sstkit.callbacks)."""
 
 from .attack_success import AttackSuccessRate
+from .attribute_head import AttributeDiscriminator
 from .clean_unlearning import CleanUnlearning
 from .freelb import FreeLB
 from .galore import GaLore
@@ -15,6 +16,6 @@ from .smart import SMART
 from .sst import SparseSpectralTraining
 from .transductive import TransductiveFineTuning
 
-__all__ = ["AttackSuccessRate", "CleanUnlearning", "HessianQuantization", "HyperAdapters", "LoRA", "MLKD", "ReLoRA",
+__all__ = ["AttackSuccessRate", "AttributeDiscriminator", "CleanUnlearning", "HessianQuantization", "HyperAdapters", "LoRA", "MLKD", "ReLoRA",
            "SparseSpectralTraining", "FreeLB", "GaLore", "SMART", "SelfCalibration", "TransductiveFineTuning",
            "ReplacedTokenDetection"]

@@ -30,7 +30,7 @@ from sstkit.stacking import method_setup
 
 from ._sharding import refuse_sharded
 
-HEAD_PATTERNS = (r"re:(^|\.)(head|classifier|score|lm_head)\.",)
+HEAD_PATTERNS = (r"re:(^|\.)(head|classifier|score|lm_head|attribute_head)\.",)
 
 
 class LoRA(L.Callback):

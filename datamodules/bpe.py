@@ -25,9 +25,11 @@ from sstkit.paths import cache_dir, fingerprint
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
 
 
-def bpe_cache_path(train_file: Path, vocab_size: int, line_range: Sequence[int | None] = (None, None)) -> Path:
-    """The folder a BPE trained on ``train_file[lines]`` with ``vocab_size`` tokens is cached in."""
-    key = fingerprint(train_file, vocab_size, list(line_range), "bytelevel-bpe-v1")
+def bpe_cache_path(train_file: Path, vocab_size: int, line_range: Sequence[int | None] = (None, None),
+                   extra_files: Sequence[Path] = ()) -> Path:
+    """The folder a BPE trained on ``train_file[lines]`` (and ``extra_files``) with ``vocab_size`` tokens is cached in."""
+    # Without extra files the key is the one earlier versions wrote, so their cached tokenizers stay valid.
+    key = fingerprint(train_file, vocab_size, list(line_range), "bytelevel-bpe-v1", *extra_files)
     return cache_dir("tokenizers") / f"bpe{vocab_size}-{train_file.stem}-{key}"
 
 
@@ -47,7 +49,8 @@ def train_bpe(lines: Sequence[str], vocab_size: int) -> Any:
 
 
 def load_or_train_bpe(
-    train_file: Path, vocab_size: int, lines: Sequence[str] | None = None, line_range: Sequence[int | None] = (None, None)
+    train_file: Path, vocab_size: int, lines: Sequence[str] | None = None, line_range: Sequence[int | None] = (None, None),
+    extra_files: Sequence[Path] = (),
 ) -> Any:
     """The cached BPE for ``train_file`` (its lines ``line_range``), trained and saved on first use.
 
@@ -60,7 +63,7 @@ def load_or_train_bpe(
     """
     from transformers import PreTrainedTokenizerFast
 
-    folder = bpe_cache_path(train_file, vocab_size, line_range)
+    folder = bpe_cache_path(train_file, vocab_size, line_range, extra_files)
     if not (folder / "tokenizer.json").is_file():
         if lines is None:
             lines = train_file.read_text(encoding="utf-8").splitlines(keepends=True)[slice(*line_range)]

@@ -36,6 +36,7 @@ METHODS: dict[str, str] = {
     "mlkd": "MLKD",
     "hyper_adapters": "HyperAdapters",
     "galore": "GaLore",
+    "attribute_head": "AttributeDiscriminator",
 }
 
 _SURGERY = ("both replace the same nn.Linear layers ({what}), so one would wrap the other's wrapper or match "
@@ -160,6 +161,26 @@ REFUSED.update({
     frozenset({"galore", "hyper_adapters"}): _HYPER.format(other="GaLore", what="projects the gradients of the "
                                                            "backbone's nn.Linear weights, which HyperAdapters "
                                                            "freezes, so it would project nothing"),
+})
+
+_ATTR = ("AttributeDiscriminator trains a sentiment head on a causal LM's mean hidden states next to its "
+         "next-token loss (sstkit.models.CausalLM, the generator PPC steers); {what}")
+REFUSED.update({
+    # Classifier-family methods: they act on a classifier's encoder, labels or inputs, which a causal LM has not.
+    **{frozenset({"attribute_head", m}): _ATTR.format(what=f"{METHODS[m]} {why}") for m, why in (
+        ("asr", "measures a classifier's predicted labels on triggered inputs"),
+        ("cul", "unlearns a backdoor from a text classifier"),
+        ("freelb", "perturbs a classifier's input embeddings against its labels"),
+        ("smart", "smooths a classifier's predictions"),
+        ("selfcal", "calibrates a classifier's predicted labels"),
+        ("transductive", "pseudo-labels a classifier's evaluation inputs"),
+        ("rtd", "pretrains a BERT encoder with replaced-token detection"),
+        ("hyper_adapters", "generates adapters for a multitask classifier's frozen encoder"),
+        ("qbert", "quantises a fine-tuned classifier's encoder; quantise the trained LM afterwards"),
+    )},
+    frozenset({"attribute_head", "mlkd"}): _MLKD.format(what="the student's perplexity on ID text is the OOD "
+                                                        "score, and a sentiment head's loss would shape the "
+                                                        "student with labels the teacher never saw"),
 })
 
 _MODEL_ATTR = "_sstkit_methods"  # on the model: the methods set up on it, in order

@@ -51,3 +51,5 @@ METHOD_SETTINGS["MLKD"] = MethodSetting(family="lm", init_args={"temperature": 2
 METHOD_SETTINGS["HyperAdapters"] = MethodSetting(init_args={"bottleneck": 4, "task_dim": 8, "hyper_dim": 8, "contrastive_steps": 4}, logs=("method/hyper_adapters/contrastive_loss",))
 # New gradient projection every 2 steps, so the resume test restores a projection that was re-drawn mid-run.
 METHOD_SETTINGS["GaLore"] = MethodSetting(init_args={"rank": 2, "update_proj_gap": 2, "scale": 0.25})
+# 4 labelled SST-2 rows (of the tiny data copy) per step next to the tiny OPT's WikiText-2 blocks.
+METHOD_SETTINGS["AttributeDiscriminator"] = MethodSetting(family="lm", init_args={"batch_size": 4, "dev_rows": 8}, logs=("method/attribute_head/loss", "method/attribute_head/train_acc"))

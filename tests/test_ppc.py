@@ -174,7 +174,8 @@ def test_generate_command_writes_texts_and_metrics(tmp_path) -> None:
     (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
     common = ["--model", str(folder), "--prompts", str(tmp_path / "prompts.txt"), "--max-new-tokens", "3",
               "--discriminator", str(tmp_path / "d.pt"), "--discriminator-data", str(tmp_path / "train.tsv"),
-              "--discriminator-dev", str(tmp_path / "train.tsv"), "--attribute", "positive", "--attribute",
+              "--discriminator-dev", str(tmp_path / "train.tsv"), "--discriminator-dev-rows", "5", "--attribute",
+              "positive", "--attribute",
               "negative", "--device", "cpu", "--fluency-lm", str(folder)]
     assert generate_main([*common, "--controller", "ppc", "--rldaf-steps", "1", "--rldaf-prompts",
                           str(tmp_path / "prompts.txt"), "--out", str(tmp_path / "out")]) == 0
@@ -182,7 +183,7 @@ def test_generate_command_writes_texts_and_metrics(tmp_path) -> None:
     assert metrics["n"] == 4 and metrics["ppl"] > 1 and 0 < metrics["dist1"] <= 1
     lines = (tmp_path / "out" / "generations.jsonl").read_text().splitlines()
     assert [json.loads(x)["attribute"] for x in lines] == [1, 1, 0, 0]
-    assert (tmp_path / "d.json").is_file()
+    assert json.loads((tmp_path / "d.json").read_text())["dev_rows"] == 5
     with pytest.raises(SstkitError, match="no such file"):
         generate_main([*common, "--prompts", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o2")])
     with pytest.raises(SstkitError, match="attribute 'happy'"):

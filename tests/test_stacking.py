@@ -18,6 +18,7 @@ from sstkit.callbacks import (
     MLKD,
     SMART,
     AttackSuccessRate,
+    AttributeDiscriminator,
     CleanUnlearning,
     FreeLB,
     GaLore,
@@ -37,7 +38,7 @@ from sstkit.functional.backdoor.common import attack_success_rate
 from sstkit.functional.lora import find_lora_layers
 from sstkit.optim import AdamR, GaLoreAdamW
 from sstkit.optim.galore import galore_param_groups
-from sstkit.stacking import METHODS, REFUSED, check_pair, methods_on
+from sstkit.stacking import METHODS, REFUSED, check_pair, methods_on, parameter_method
 
 CALLBACKS = {
     "sst": lambda: SparseSpectralTraining(rank=2),
@@ -54,7 +55,9 @@ CALLBACKS = {
     "mlkd": lambda: MLKD(),
     "hyper_adapters": lambda: HyperAdapters(bottleneck=2, task_dim=4, hyper_dim=4),
     "galore": lambda: GaLore(rank=2, update_proj_gap=1),
+    "attribute_head": lambda: AttributeDiscriminator(batch_size=4),
 }
+CAUSAL_LM_METHODS = ("mlkd", "attribute_head")  # set up first, they need a causal LM
 # Loss-side methods (issue 20): they change only the training loss, so they compose with every parameterisation,
 # optimizer and measurement that is not itself defined by the plain loss (CUL), and with each other but FreeLB+SMART.
 TRICKS = ("freelb", "smart", "selfcal", "transductive")
@@ -63,12 +66,15 @@ COMPOSES = {
     frozenset({"lora", "adamr"}): "test_lora_with_adamr_decays_the_low_rank_delta",
     frozenset({"qbert", "adamr"}): "test_qat_with_adamr_anchors_the_latent_weights",
     frozenset({"cul", "adamr"}): "test_cul_with_adamr_is_ascent_anchored_at_the_backdoored_weights",
-    **{frozenset({"asr", m}): "test_asr_measures_the_stacked_model" for m in METHODS if m not in ("asr", "mlkd")},
+    **{frozenset({"asr", m}): "test_asr_measures_the_stacked_model" for m in METHODS
+       if m not in ("asr", *CAUSAL_LM_METHODS)},
     **{frozenset({t, m}): "test_loss_tricks_compose" for t in TRICKS for m in METHODS
-       if m not in ("asr", "cul", "rtd", "mlkd", t) and frozenset({t, m}) != frozenset({"freelb", "smart"})},
+       if m not in ("asr", "cul", "rtd", *CAUSAL_LM_METHODS, t) and frozenset({t, m}) != frozenset({"freelb", "smart"})},
     frozenset({"rtd", "adamr"}): "test_loss_tricks_compose",
     frozenset({"hyper_adapters", "adamr"}): "test_hyper_adapters_with_adamr_decays_the_generated_update",
     frozenset({"mlkd", "galore"}): "test_mlkd_with_galore_projects_only_the_student",
+    **{frozenset({"attribute_head", m}): "test_attribute_head_composes" for m in ("sst", "lora", "relora", "galore",
+                                                                                  "adamr")},
 }
 
 
@@ -96,8 +102,8 @@ CALLBACK_REFUSALS = [(a, b) for pair in REFUSED for a, b in itertools.permutatio
 
 @pytest.mark.parametrize(("first", "second"), CALLBACK_REFUSALS, ids=[f"{a}-then-{b}" for a, b in CALLBACK_REFUSALS])
 def test_second_callback_refuses_with_reason(first: str, second: str) -> None:
-    # MLKD distils causal LMs: set up first, it needs one; set up second, it refuses before touching the model.
-    model = tiny_lm() if first == "mlkd" else tiny_model()
+    # MLKD and the attribute head need causal LMs: set up first, they need one; set up second, they refuse first.
+    model = tiny_lm() if first in CAUSAL_LM_METHODS else tiny_model()
     _setup(first, model)
     state = copy.deepcopy(model.state_dict())
     reason = REFUSED[frozenset({first, second})]
@@ -245,7 +251,7 @@ class _Trainer(SimpleNamespace):
         super().__init__(datamodule=datamodule, strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
 
 
-@pytest.mark.parametrize("method", [m for m in CALLBACKS if m not in ("asr", "mlkd")])
+@pytest.mark.parametrize("method", [m for m in CALLBACKS if m not in ("asr", *CAUSAL_LM_METHODS)])
 def test_asr_measures_the_stacked_model(method: str) -> None:
     """ASR after any method's surgery is the ASR of the model as that method changed it."""
     model = tiny_model()
@@ -328,3 +334,52 @@ def test_mlkd_with_galore_projects_only_the_student() -> None:
     deltas = [p.detach() - q for p, q in zip(projected, before)]
     assert any(d.abs().max() > 0 for d in deltas)
     assert all(torch.linalg.matrix_rank(d, rtol=1e-3) <= 2 for d in deltas)
+
+
+class _CharTokenizer:
+    """Enough of a tokenizer for SteerableLM on the 64-token tiny LM: one id per character."""
+
+    pad_token_id = 1
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [4 + ord(c) % 60 for c in text]
+
+
+ATTRIBUTE_PARTNERS = sorted(m for p, t in COMPOSES.items() if t == "test_attribute_head_composes" for m in p
+                            if m != "attribute_head")
+
+
+@pytest.mark.parametrize("head_first", [True, False], ids=["head-first", "head-second"])
+@pytest.mark.parametrize("other", ATTRIBUTE_PARTNERS)
+def test_attribute_head_composes(other: str, head_first: bool) -> None:
+    """The attribute head with a parameterisation or optimizer of the LM, in either order: the head stays a plain,
+    trainable nn.Linear that no surgery wrapped or froze, and two steps move both it and the other's parameters."""
+    model = tiny_lm().train()
+    head_cb = AttributeDiscriminator(batch_size=4)
+    for method in (["attribute_head", other] if head_first else [other, "attribute_head"]):
+        if method == "attribute_head":
+            head_cb.setup(None, model, "fit")
+        elif method != "adamr":
+            _setup(method, model)
+    head_cb.tokenizer, head_cb.texts, head_cb.labels = _CharTokenizer(), ["good", "bad film", "fine", "dull"], [1, 0, 1, 0]
+    head = model.attribute_head.linear
+    assert type(head) is torch.nn.Linear and all(p.requires_grad for p in head.parameters())
+    assert "attribute_head" in model.extra_loss_names
+    params = [p for p in model.parameters() if p.requires_grad]
+    if other == "adamr":
+        optimizer: torch.optim.Optimizer = AdamR(params, lr=1e-2, delta_decay=0.1)
+        own = [p for p in params if parameter_method(p) is None]
+    elif other == "galore":
+        optimizer = _galore_optimizer(model, params)
+        own = [p for g in optimizer.param_groups if "rank" in g for p in g["params"]]
+    else:
+        optimizer = torch.optim.AdamW(params, lr=1e-2)
+        own = [p for p in params if parameter_method(p) == other]
+    assert own and all(id(p) != id(head.weight) for p in own)
+    before = [p.detach().clone() for p in (head.weight, *own)]
+    for _ in range(2):
+        optimizer.zero_grad()
+        model.training_step({"input_ids": torch.randint(4, 64, (2, 8)), "index": torch.arange(2)}, 0).backward()
+        optimizer.step()
+    assert not torch.equal(head.weight.detach(), before[0])
+    assert any(not torch.equal(p.detach(), q) for p, q in zip(own, before[1:]))

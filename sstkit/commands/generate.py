@@ -8,7 +8,9 @@ Example::
         --judge runs/cdt-minilm-sst2/seed0/checkpoints/last.ckpt --fluency-lm smollm2 --out runs/ppc/gen
 
 ``--discriminator`` is the steering head on the LM's mean hidden states; when the file does not exist yet it is
-fitted on ``--discriminator-data`` (SST-2 training rows) and saved there. ``--judge`` (a separate classifier) and
+fitted on ``--discriminator-data`` (SST-2 training rows) and saved there. A ``--model`` checkpoint trained with the
+``AttributeDiscriminator`` callback (``configs/opt/mixed/ppc_lm.yaml``) carries its head, used when
+``--discriminator`` is not given (or give the ``.ckpt`` as ``--discriminator``). ``--judge`` (a separate classifier) and
 ``--fluency-lm`` (a second LM) are only for the metrics. ``--rldaf-steps N`` first fine-tunes the LM's
 ``--rldaf-subset`` with RLDAF on ``--rldaf-prompts``. ``DIR`` receives ``generations.jsonl`` and ``metrics.json``.
 """
@@ -53,10 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--attribute", action="append", default=None, help="positive / negative; repeatable.")
     p.add_argument("--prompts", required=True, help="Text file, one prompt per line.")
     p.add_argument("--limit", type=int, default=None, help="Use the first N prompts.")
-    p.add_argument("--discriminator", help="Attribute head file (.pt); fitted and saved there when missing.")
+    p.add_argument("--discriminator", help="Attribute head file (.pt; fitted and saved there when missing) or a "
+                   "CausalLM .ckpt trained with the AttributeDiscriminator callback; default: --model's own head.")
     p.add_argument("--discriminator-data", default="sst2/train.tsv", help="Labelled TSV to fit the head on.")
     p.add_argument("--discriminator-rows", type=int, default=4000, help="Rows of it used.")
     p.add_argument("--discriminator-dev", default="sst2/dev.tsv", help="Labelled TSV for the head's accuracy.")
+    p.add_argument("--discriminator-dev-rows", type=int, default=1000, help="Rows of it used.")
     p.add_argument("--step-size", type=float, default=0.1, help="alpha: each step's length, relative to the norm "
                    "of the prompt embeddings (PPC) or hidden states (PPLM).")
     p.add_argument("--steps", type=int, default=3, help="Gradient steps per generated token.")
@@ -89,7 +93,8 @@ def build_controller(name: str, head: AttributeHead | None, step_size: float = 0
     if name == "prompt":
         return PromptController(ATTRIBUTE_PROMPTS)
     if head is None:
-        raise SstkitError(f"--controller {name} steers with a discriminator: give --discriminator FILE")
+        raise SstkitError(f"--controller {name} steers with a discriminator: give --discriminator FILE (or a --model "
+                          "checkpoint trained with the AttributeDiscriminator callback)")
     if name == "pplm":
         return PPLMController(head, step_size, steps, kl_weight, layer)
     if name == "ppc":
@@ -124,6 +129,7 @@ def generate_main(argv: list[str]) -> int:
     # Imported here so that `sstkit generate -h` does not load Lightning (the judge's model family does).
     from sstkit.commands.classifier_io import resolve_device
     from sstkit.commands.generate_io import (
+        checkpoint_has_head,
         evaluate,
         load_fluency_lm,
         load_judge,
@@ -143,8 +149,11 @@ def generate_main(argv: list[str]) -> int:
     torch.manual_seed(args.seed)
     lm = load_steerable(args.model, args.data_config, args.set, resolve_device(args.device))
     lm.model.requires_grad_(False)
+    if args.discriminator is None and checkpoint_has_head(args.model):
+        args.discriminator = args.model  # the head the AttributeDiscriminator callback trained with the LM
     head = (load_or_fit_discriminator(lm, args.discriminator, args.discriminator_data, args.discriminator_rows,
-                                      args.discriminator_dev) if args.discriminator else None)
+                                      args.discriminator_dev, args.discriminator_dev_rows)
+            if args.discriminator else None)
     controller = build_controller(args.controller, head, args.step_size, args.steps, args.kl_weight, args.layer,
                                   args.reset)
     if args.rldaf_steps:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sstkit.errors import SstkitError
 from sstkit.generation.control import (
+    CHECKPOINT_PREFIX,
     AttributeHead,
     ControlledOutput,
     SteerableLM,
@@ -59,25 +60,42 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[str]:
 
 
 def load_or_fit_discriminator(lm: SteerableLM, path: str | Path, train_file: str = "sst2/train.tsv",
-                              limit: int = 4000, dev_file: str | None = "sst2/dev.tsv") -> AttributeHead:
-    """The head at ``path``; if there is none yet, fits one on ``limit`` labelled rows and saves it there."""
+                              limit: int = 4000, dev_file: str | None = "sst2/dev.tsv",
+                              dev_limit: int = 1000) -> AttributeHead:
+    """The head at ``path``; if there is none yet, fits one on ``limit`` labelled rows and saves it there.
+
+    A ``.ckpt`` path is a ``CausalLM`` checkpoint trained with the ``AttributeDiscriminator`` callback: its head.
+    """
     path = Path(path)
     if path.is_file():
-        head = AttributeHead.load(path)
+        head = AttributeHead.from_checkpoint(path) if path.suffix == ".ckpt" else AttributeHead.load(path)
         if head.linear.in_features != lm.model.config.hidden_size:
             raise SstkitError(f"--discriminator {path}: made for hidden size {head.linear.in_features}, the LM has "
                               f"{lm.model.config.hidden_size}")
         return head.to(lm.device)
+    if path.suffix == ".ckpt":
+        raise SstkitError(f"--discriminator {path}: no such checkpoint file")
     from sstkit.commands.classifier_io import read_texts
 
     texts, labels = read_texts(_data_path(train_file), limit=limit)
     head = fit_attribute_head(lm, texts, labels, epochs=300, lr=1e-2)
     head.save(path)
     if dev_file:
-        dev_texts, dev_labels = read_texts(_data_path(dev_file), limit=1000)
+        dev_texts, dev_labels = read_texts(_data_path(dev_file), limit=dev_limit)
         acc = head_accuracy(head, lm, dev_texts, dev_labels)
-        path.with_suffix(".json").write_text(f'{{"dev_accuracy": {acc:.4f}, "train_rows": {len(texts)}}}\n')
+        path.with_suffix(".json").write_text(f'{{"dev_accuracy": {acc:.4f}, "dev_rows": {len(dev_texts)}, '
+                                             f'"train_rows": {len(texts)}}}\n')
     return head
+
+
+def checkpoint_has_head(model: str) -> bool:
+    """Whether ``model`` is a ``CausalLM`` checkpoint that holds an ``AttributeDiscriminator`` head."""
+    if not model.endswith(".ckpt") or not Path(model).is_file():
+        return False
+    import torch
+
+    state = torch.load(model, map_location="cpu", weights_only=False).get("state_dict", {})
+    return any(k.startswith(CHECKPOINT_PREFIX) for k in state)
 
 
 def _data_path(spec: str) -> Path:

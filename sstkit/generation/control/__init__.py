@@ -20,8 +20,10 @@ from sstkit.generation.control.controllers import (
 )
 from sstkit.generation.control.discriminator import (
     ATTRIBUTES,
+    CHECKPOINT_PREFIX,
     AttributeHead,
     attribute_index,
+    attribute_loss,
     fit_attribute_head,
     head_accuracy,
 )
@@ -29,8 +31,8 @@ from sstkit.generation.control.metrics import conditional_perplexity, distinct_n
 from sstkit.generation.control.rldaf import RLDAF, SUBSETS, RLDAFStats, reference_kl, reinforce_loss, select_trainable
 from sstkit.generation.control.steerable import LMOutput, SteerableLM, masked_mean, sample_next
 
-__all__ = ["ATTRIBUTES", "AttributeHead", "Context", "ControlledOutput", "Controller", "DecodeSettings", "LMOutput",
+__all__ = ["ATTRIBUTES", "AttributeHead", "CHECKPOINT_PREFIX", "Context", "ControlledOutput", "Controller", "DecodeSettings", "LMOutput",
            "PPCController", "PPLMController", "PromptController", "RLDAF", "RLDAFStats", "SUBSETS", "SteerableLM",
-           "attribute_index", "conditional_perplexity", "controlled_generate", "decoder_layers", "distinct_n",
+           "attribute_index", "attribute_loss", "conditional_perplexity", "controlled_generate", "decoder_layers", "distinct_n",
            "fit_attribute_head", "head_accuracy", "masked_mean", "next_token_kl", "reference_kl", "reinforce_loss",
            "sample_next", "select_trainable"]

@@ -7,6 +7,10 @@ separate judge (the MiniLM SST-2 classifier), never this head, so steering canno
 Example:
     >>> head = fit_attribute_head(lm, texts, labels, epochs=30)  # doctest: +SKIP
     >>> head.save("runs/ppc/discriminator.pt"); head = AttributeHead.load("runs/ppc/discriminator.pt")  # doctest: +SKIP
+
+Trained during ``sstkit fit`` of a causal LM instead, the head is the callback ``sstkit.callbacks.
+AttributeDiscriminator`` (loss :func:`attribute_loss`), saved in the LM's checkpoint (``attribute_head.*``), from
+which :meth:`AttributeHead.from_checkpoint` reads it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from sstkit.errors import SstkitError
 from sstkit.generation.control.steerable import SteerableLM, masked_mean
 
 ATTRIBUTES = {"negative": 0, "positive": 1}
+# Where a CausalLM trained with the AttributeDiscriminator callback keeps the head in its state dict.
+CHECKPOINT_PREFIX = "attribute_head."
 
 
 def attribute_index(name: str | int) -> int:
@@ -68,6 +74,38 @@ class AttributeHead(nn.Module):
         except Exception as err:  # a foreign or truncated file
             raise SstkitError(f"{path}: not an sstkit attribute discriminator ({type(err).__name__}: {err})") from err
         return head.eval()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> AttributeHead:
+        """The head an ``AttributeDiscriminator`` callback trained with a ``CausalLM`` (its Lightning checkpoint)."""
+        path = Path(path)
+        if not path.is_file():
+            raise SstkitError(f"{path}: no such checkpoint file")
+        state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict", {})
+        weights = {k[len(CHECKPOINT_PREFIX):]: v for k, v in state.items() if k.startswith(CHECKPOINT_PREFIX)}
+        if "linear.weight" not in weights:
+            raise SstkitError(f"{path}: no attribute head in this checkpoint (train the LM with the "
+                              "AttributeDiscriminator callback, or give a discriminator .pt file)")
+        num_labels, hidden_size = weights["linear.weight"].shape
+        head = cls(int(hidden_size), int(num_labels))
+        head.load_state_dict(weights)
+        return head.eval()
+
+
+def attribute_loss(lm: SteerableLM, head: AttributeHead, texts: Sequence[str], labels: Sequence[int] | Tensor,
+                   lm_gradient: bool = True) -> tuple[Tensor, Tensor]:
+    """Cross-entropy of the head on the texts' mean last-layer hidden states, and the rows it gets right.
+
+    ``lm_gradient`` lets the loss train the LM too (multitask: its hidden states learn to carry the attribute);
+    False trains the head alone on the LM's current features (a probe, as PPLM's discriminator on a frozen LM).
+    Texts are encoded as the controllers encode prompts (``lm.encode``), so the head sees the features it steers.
+    """
+    ids, mask = lm.encode(texts)
+    with torch.set_grad_enabled(lm_gradient and torch.is_grad_enabled()):
+        hidden = lm(lm.embed(ids), mask, last_only=True).hidden
+    target = torch.as_tensor(labels, device=hidden.device).long()
+    log_probs = head(hidden if lm_gradient else hidden.detach(), mask)
+    return F.nll_loss(log_probs, target), log_probs.argmax(-1) == target
 
 
 @torch.no_grad()
