@@ -34,6 +34,7 @@ _LAZY_NAMES: dict[str, str] = {
     "MixedTextCorpusDataModule": "sstkit.datamodules",
     "MultitaskTextClassifier": "sstkit.models",
     "MultitaskTextDataModule": "sstkit.datamodules",
+    "PromptAnswerDataModule": "sstkit.datamodules",
 }
 _SUBPACKAGES = ("bench", "callbacks", "cli", "commands", "datamodules", "functional", "models", "nn", "optim")
 
