@@ -261,6 +261,10 @@ def test_retrieval_teacher_returns_nearest_unused_same_label() -> None:
     teacher = RetrievalTeacher(texts, labels, embed)
     parent = Example("s0", "red film", 1)
     assert teacher.generate([Request(parent, 2, 1)], existing={"red a"}) == [[("red d", 1), ("blue c", 1)]]
+    # A generation task's pool questions bring their own answers: any label, nearest first.
+    answers = RetrievalTeacher(texts, ["1", "2", "3", "4"], embed, match_label=False)
+    assert answers.generate([Request(Example("s0", "red q", "9"), 2, 1)], existing={"red a"}) == [[("red b", "2"),
+                                                                                                   ("red d", "4")]]
 
 
 def test_chat_teacher_prompt_parsing_and_label_check() -> None:
