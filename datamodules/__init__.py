@@ -8,6 +8,7 @@ from .planetoid import PlanetoidDataModule
 from .point_scenes import PointScenesDataModule, collate_points
 from .pointcept_scenes import PointceptScenesDataModule
 from .poisoning import PoisonedTextDataModule
+from .prompt_answer import PromptAnswerDataModule
 from .sst2 import SST2DataModule
 from .synthetic_graphs import SyntheticGraphDataModule
 from .synthetic_scenes import SyntheticScenesDataModule
@@ -26,6 +27,7 @@ __all__ = [
     "PointScenesDataModule",
     "PointceptScenesDataModule",
     "PoisonedTextDataModule",
+    "PromptAnswerDataModule",
     "SST2DataModule",
     "SyntheticGraphDataModule",
     "SyntheticScenesDataModule",

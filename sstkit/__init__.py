@@ -35,6 +35,7 @@ _LAZY_NAMES: dict[str, str] = {
     "MultitaskTextClassifier": "sstkit.models",
     "MultitaskTextDataModule": "sstkit.datamodules",
     "AGNewsNamesDataModule": "sstkit.datamodules",
+    "PromptAnswerDataModule": "sstkit.datamodules",
 }
 _SUBPACKAGES = ("bench", "callbacks", "cli", "commands", "datamodules", "functional", "models", "nn", "optim")
 

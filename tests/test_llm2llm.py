@@ -179,6 +179,69 @@ def test_baselines(tmp_path: Path) -> None:
         LoopConfig(mode="iterative")
 
 
+class Picky(ScriptedTeacher):
+    """Yields nothing new for the parents in ``dry`` (echoes their text, which dedup drops) and one example per call
+    for the others, however many were asked for."""
+
+    def __init__(self, dry: set[str]) -> None:
+        super().__init__()
+        self.dry = dry
+
+    def generate(self, requests, existing=()):
+        self.requests += requests
+        return [[(r.parent.text, r.parent.label)] if r.parent.id in self.dry else
+                [(f"{r.parent.text} v{r.iteration}.{r.attempt}", r.parent.label)] for r in requests]
+
+
+def test_size_matched_baselines_reach_the_llm2llm_sizes(tmp_path: Path) -> None:
+    wrong = {"s0", "s5"}
+    reference = Llm2LlmLoop(FakeStudent(wrong=wrong), ScriptedTeacher(), LoopConfig(iterations=2, per_example=2),
+                            tmp_path / "l").run(SEEDS)
+    sizes = [s["dataset_size"] for s in reference]
+    assert sizes == [6, 10, 14]
+    # Random, equal size per round and in total, although half the seeds yield nothing and the others one
+    # example per call: the missing examples move to parents that still yield, dry ones are replaced.
+    teacher = Picky(dry={"s1", "s2", "s3"})
+    config = LoopConfig(mode="random", iterations=2, per_example=2, max_attempts=2, match_sizes=tuple(sizes[1:]))
+    history = Llm2LlmLoop(FakeStudent(wrong=wrong), teacher, config, tmp_path / "r").run(SEEDS)
+    assert [s["dataset_size"] for s in history] == sizes and [s["target_added"] for s in history] == [4, 4, None]
+    assert all(e.parent not in teacher.dry for e in dataset(tmp_path / "r", 2) if not e.is_seed)
+    assert all(r.parent.is_seed for r in teacher.requests)
+    # One-shot of equal total size: W_0 = {s0, s5}; s5 yields nothing, so s0 makes up the total alone.
+    teacher = Picky(dry={"s5"})
+    loop = Llm2LlmLoop(FakeStudent(wrong=wrong), teacher, LoopConfig(mode="one_shot", one_shot_size=sizes[-1],
+                                                                     max_attempts=3), tmp_path / "o")
+    history = loop.run(SEEDS)
+    assert [s["dataset_size"] for s in history] == [6, 14] and history[0]["parents"] == ["s0", "s5"]
+    assert {e.parent for e in dataset(tmp_path / "o", 1) if not e.is_seed} == {"s0"}
+    assert sum(r.parent.id == "s5" for r in teacher.requests) == 3  # dropped after max_attempts dry calls
+    # Bounded when nothing ever comes: every seed is tried max_attempts times, then the round gives up short.
+    teacher = Picky(dry={e.id for e in SEEDS})
+    loop = Llm2LlmLoop(FakeStudent(wrong=wrong), teacher, config, tmp_path / "none")
+    history = loop.run(SEEDS)
+    assert loop.calls == 2 * len(SEEDS) * 2 and [s["added"] for s in history] == [0, 0, 0]
+    with pytest.raises(SstkitError, match="match_sizes is for mode random"):
+        LoopConfig(mode="llm2llm", match_sizes=(10,))
+    with pytest.raises(SstkitError, match="1 sizes for 2 iterations"):
+        LoopConfig(mode="random", iterations=2, match_sizes=(10,))
+
+
+def test_match_from_reads_the_reference_run(tmp_path: Path) -> None:
+    from sstkit.commands.llm2llm import match_reference
+
+    for i, size in enumerate([128, 160, 190]):
+        (tmp_path / f"iter{i}").mkdir()
+        (tmp_path / f"iter{i}" / "state.json").write_text(json.dumps({"dataset_size": size}))
+    options = {"mode": "random", "match_from": str(tmp_path)}
+    match_reference(options)
+    assert options == {"mode": "random", "match_sizes": [160, 190]}
+    options = {"mode": "one_shot", "match_from": str(tmp_path), "one_shot_size": None}
+    match_reference(options)
+    assert options["one_shot_size"] == 190
+    with pytest.raises(SstkitError, match="holds no finished iteration"):
+        match_reference({"mode": "one_shot", "match_from": str(tmp_path / "missing")})
+
+
 def test_rule_teacher_is_deterministic_and_keeps_labels() -> None:
     teacher = RuleTeacher(lexicon=DictLexicon({"good": ["fine"], "film": ["movie"]}), seed=0)
     request = Request(Example("s0", "a good film that is not dull", 1), n=5, iteration=1)
@@ -198,6 +261,10 @@ def test_retrieval_teacher_returns_nearest_unused_same_label() -> None:
     teacher = RetrievalTeacher(texts, labels, embed)
     parent = Example("s0", "red film", 1)
     assert teacher.generate([Request(parent, 2, 1)], existing={"red a"}) == [[("red d", 1), ("blue c", 1)]]
+    # A generation task's pool questions bring their own answers: any label, nearest first.
+    answers = RetrievalTeacher(texts, ["1", "2", "3", "4"], embed, match_label=False)
+    assert answers.generate([Request(Example("s0", "red q", "9"), 2, 1)], existing={"red a"}) == [[("red b", "2"),
+                                                                                                   ("red d", "4")]]
 
 
 def test_chat_teacher_prompt_parsing_and_label_check() -> None:

@@ -68,6 +68,8 @@ class SstkitRunStudent:
         keep_checkpoints: keep each run's checkpoints (else deleted once no later step needs them).
     """
 
+    metric = "test/acc"  # the test metric a benchmark table reports
+
     def __init__(self, config: Path, task: dict[str, Any], run_root: Path, name: str, seed: int = 0,
                  overrides: dict[str, Any] | None = None, keep_checkpoints: bool = False) -> None:
         if not Path(config).is_file():

@@ -38,7 +38,7 @@ class Example:
     Args:
         id: unique within a run: ``s<k>`` for seed k, ``<iteration>.<parent>.<k>`` for generated ones.
         text: the input text.
-        label: integer class.
+        label: integer class, or the answer text of a generation task.
         source: ``seed`` or the name of the teacher that wrote it.
         iteration: the iteration whose teacher call added it (0 for seeds).
         parent: the seed example it was made from (None for seeds).
@@ -46,7 +46,7 @@ class Example:
 
     id: str
     text: str
-    label: int
+    label: int | str
     source: str = SEED
     iteration: int = 0
     parent: str | None = None
@@ -56,9 +56,10 @@ class Example:
         return self.source == SEED
 
 
-def seed_examples(texts: Sequence[str], labels: Sequence[int]) -> list[Example]:
-    """Seed examples ``s0, s1, …`` in the given order."""
-    return [Example(f"s{k}", t, int(y)) for k, (t, y) in enumerate(zip(texts, labels, strict=True))]
+def seed_examples(texts: Sequence[str], labels: Sequence[int | str]) -> list[Example]:
+    """Seed examples ``s0, s1, …`` in the given order (labels: classes, or a generation task's answers)."""
+    return [Example(f"s{k}", t, y if isinstance(y, str) else int(y))
+            for k, (t, y) in enumerate(zip(texts, labels, strict=True))]
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -77,7 +78,7 @@ def write_examples(folder: Path, examples: Sequence[Example], header: Sequence[s
                    name: str = "train") -> Path:
     """Writes ``<name>.tsv`` and, for the training set, ``examples.jsonl`` into ``folder``; returns the TSV's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = ["\t".join(header)] + [f"{clean_text(e.text)}\t{e.label}" for e in examples]
+    rows = ["\t".join(header)] + [f"{clean_text(e.text)}\t{clean_text(str(e.label))}" for e in examples]
     if name == "train":
         atomic_write(folder / "examples.jsonl", "".join(json.dumps(asdict(e)) + "\n" for e in examples))
     atomic_write(folder / f"{name}.tsv", "\n".join(rows) + "\n")

@@ -10,9 +10,14 @@ With seed data D_0, iteration i = 0, 1, …, T:
    ROUGE-L with any example seen so far exceeds 0.95, retry a request at most ``max_attempts`` times;
 4. D_{i+1} = D_i ∪ new.
 
-Baselines: ``seed_only`` trains on D_0 only; ``random`` augments |W_i| seed examples drawn at random instead of
-W_i (non-targeted, same size); ``one_shot`` augments W_0 once with as many examples as a finished LLM2LLM run
-added in all (``one_shot_size``) and trains once more.
+Baselines: ``seed_only`` trains on D_0 only; ``random`` augments seed examples drawn at random instead of W_i
+(non-targeted): as many as its own student got wrong, or, with ``match_sizes`` (the dataset sizes of a finished
+LLM2LLM run), exactly as many new examples per round as that run added — equal size per iteration and in total;
+``one_shot`` augments W_0 once up to the final size of a finished LLM2LLM run (``one_shot_size``) and trains once
+more. Size-matched rounds spread the missing examples over the parents that still yield new ones, so a parent whose
+edits all collide with existing examples does not leave the baseline short; each parent is dropped after
+``max_attempts`` calls in a row that add nothing, so the teacher calls stay bounded (at most the target plus
+``max_attempts`` per parent).
 
 Everything an iteration produces goes to ``<workdir>/iter<i>/``: ``train.tsv`` + ``examples.jsonl`` (D_i),
 ``student.json`` (the student's run and metrics, written once it is trained and has predicted D_i),
@@ -71,6 +76,9 @@ class LoopConfig:
         max_attempts: teacher calls per parent and round at most (the official generator may loop forever).
         dedup_threshold: ROUGE-L above which a new example is a near-duplicate.
         one_shot_size: the final dataset size the ``one_shot`` baseline must reach.
+        match_sizes: ``random`` only: D_1, …, D_T's sizes in a finished LLM2LLM run, matched round by round.
+        check_labels: a new example must have its parent's label (classification); off for a generation task,
+            where each new question comes with its own answer.
         seed: fixes the teacher's and the ``random`` baseline's choices.
     """
 
@@ -80,6 +88,8 @@ class LoopConfig:
     max_attempts: int = 3
     dedup_threshold: float = 0.95
     one_shot_size: int | None = None
+    match_sizes: tuple[int, ...] | None = None
+    check_labels: bool = True
     seed: int = 0
     header: tuple[str, ...] = field(default=("sentence", "label"))
 
@@ -93,6 +103,13 @@ class LoopConfig:
             raise SstkitError(f"llm2llm.dedup_threshold must be in (0, 1], got {self.dedup_threshold}")
         if self.mode == "one_shot" and not self.one_shot_size:
             raise SstkitError("llm2llm.mode one_shot needs one_shot_size (the final size of the LLM2LLM run it matches)")
+        if self.match_sizes is not None:
+            self.match_sizes = tuple(int(n) for n in self.match_sizes)
+            if self.mode != "random":
+                raise SstkitError(f"llm2llm.match_sizes is for mode random only, not {self.mode!r}")
+            if len(self.match_sizes) < self.iterations:
+                raise SstkitError(f"llm2llm.match_sizes: {len(self.match_sizes)} sizes for {self.iterations} "
+                                  "iterations (the LLM2LLM run it matches has fewer iterations)")
 
     @property
     def rounds(self) -> int:
@@ -108,6 +125,7 @@ class Llm2LlmLoop:
             raise SstkitError(f"llm2llm.mode {config.mode} needs a teacher")
         self.student, self.teacher, self.config, self.workdir = student, teacher, config, Path(workdir)
         self.calls = 0  # teacher calls made by this process (bounded-retry checks)
+        self.asked: list[str] = []  # the parents the teacher was asked about in the current round
 
     def folder(self, iteration: int) -> Path:
         return self.workdir / f"iter{iteration}"
@@ -147,7 +165,7 @@ class Llm2LlmLoop:
             predictions = self.student.predict(record, dataset)
             if len(predictions) != len(dataset):
                 raise SstkitError(f"llm2llm: the student predicted {len(predictions)} labels for {len(dataset)} examples")
-            record["wrong"] = [e.id for e, p in zip(dataset, predictions, strict=True) if int(p) != e.label]
+            record["wrong"] = [e.id for e, p in zip(dataset, predictions, strict=True) if not same_label(p, e.label)]
             atomic_write(student_file, json.dumps(record, indent=2))
             release = getattr(self.student, "release", None)
             # Continued fine-tuning starts from this run's weights next: free the one before, now that this
@@ -158,52 +176,124 @@ class Llm2LlmLoop:
         wrong_ids = set(record["wrong"])
         wrong = [e for e in dataset if e.id in wrong_ids and e.is_seed]
         parents = self.parents(i, dataset, wrong)
+        self.asked: list[str] = []
         new = self.augment(i, dataset, parents) if i < self.config.rounds else []
         save_jsonl(folder / "new.jsonl", new)
         state = {"iteration": i, "mode": self.config.mode, "dataset_size": len(dataset),
                  "synthetic": sum(not e.is_seed for e in dataset), "wrong_seeds": len(wrong),
-                 "wrong_total": len(wrong_ids), "parents": [e.id for e in parents], "added": len(new),
+                 "wrong_total": len(wrong_ids), "parents": self.asked, "added": len(new),
+                 "target_added": self.target(i, dataset),
                  "student": record, "config": asdict(self.config)}
         atomic_write(folder / "state.json", json.dumps(state, indent=2))
         return state
 
+    def target(self, i: int, dataset: list[Example]) -> int | None:
+        """How many examples round i must add in a size-matched baseline (None: n per parent, or the last round)."""
+        if i >= self.config.rounds:
+            return None
+        if self.config.mode == "one_shot":
+            return max(0, int(self.config.one_shot_size or 0) - len(dataset))
+        if self.config.mode == "random" and self.config.match_sizes is not None:
+            return max(0, self.config.match_sizes[i] - len(dataset))
+        return None
+
     def parents(self, i: int, dataset: list[Example], wrong: list[Example]) -> list[Example]:
-        """The seed examples to augment in iteration i: W_i, or as many random seeds for ``random``."""
+        """The seed examples to augment in iteration i: W_i, or random seeds for ``random``.
+
+        Random parents are a seeded shuffle of all seeds: the first |W_i| (or, size-matched, ceil(target / n)) of
+        them, the rest in reserve for when those stop yielding new examples.
+        """
         if self.config.mode != "random":
             return wrong
         seeds = [e for e in dataset if e.is_seed]
-        return random.Random(f"{self.config.seed}:random:{i}").sample(seeds, len(wrong))
+        order = random.Random(f"{self.config.seed}:random:{i}").sample(seeds, len(seeds))
+        target = self.target(i, dataset)
+        if target is None:
+            return order[:len(wrong)]
+        return order if target else []
 
     def augment(self, i: int, dataset: list[Example], parents: list[Example]) -> list[Example]:
         """New examples for ``parents`` (label-checked, deduplicated, bounded retries)."""
-        config = self.config
-        wanted = {p.id: config.per_example for p in parents}
-        if config.mode == "one_shot" and parents:
-            total = max(0, config.one_shot_size - len(dataset))
-            # Spread the total over W_0 as evenly as possible, first parents first.
-            wanted = {p.id: total // len(parents) + (k < total % len(parents)) for k, p in enumerate(parents)}
-        dedup = NearDuplicateFilter([e.text for e in dataset], config.dedup_threshold)
+        target = self.target(i, dataset)
+        dedup = NearDuplicateFilter([e.text for e in dataset], self.config.dedup_threshold)
         seen = {e.text for e in dataset}
         kept: dict[str, list[Example]] = {p.id: [] for p in parents}
-        for attempt in range(config.max_attempts):
-            requests = [Request(p, wanted[p.id] - len(kept[p.id]), i + 1, attempt)
-                        for p in parents if len(kept[p.id]) < wanted[p.id]]
-            if not requests:
-                break
-            self.calls += len(requests)
-            answers = self.teacher.generate(requests, seen)
-            if len(answers) != len(requests):
-                raise SstkitError(f"teacher {self.teacher.name} answered {len(answers)} of {len(requests)} requests")
-            for request, candidates in zip(requests, answers, strict=True):
-                parent, mine = request.parent, kept[request.parent.id]
-                for text, label in candidates:
-                    text = clean_text(text)
-                    seen.add(text)
-                    if len(mine) >= wanted[parent.id] or int(label) != parent.label or not dedup.add(text):
-                        continue
-                    mine.append(Example(f"{i + 1}.{parent.id}.{len(mine)}", text, parent.label,
-                                        self.teacher.name, i + 1, parent.id))
+        if target is None:
+            wanted = {p.id: self.config.per_example for p in parents}
+            for attempt in range(self.config.max_attempts):
+                requests = [Request(p, wanted[p.id] - len(kept[p.id]), i + 1, attempt)
+                            for p in parents if len(kept[p.id]) < wanted[p.id]]
+                if not requests:
+                    break
+                self.ask(requests, kept, wanted, dedup, seen)
+        elif parents:
+            self.fill(i + 1, target, parents, kept, dedup, seen)
         return [e for p in parents for e in kept[p.id]]
+
+    def fill(self, iteration: int, total: int, parents: list[Example], kept: dict[str, list[Example]], dedup: NearDuplicateFilter,
+             seen: set[str]) -> None:
+        """Adds exactly ``total`` examples if the teacher can: size-matched baselines.
+
+        ``one_shot`` spreads the total over all of W_0; ``random`` uses ceil(total / n) parents and brings in the
+        reserve when they run dry. After each round of calls the examples still missing are spread again over the
+        active parents; a parent leaves after ``max_attempts`` calls in a row that added nothing.
+        """
+        config = self.config
+        count = len(parents) if config.mode == "one_shot" else min(len(parents), -(-total // config.per_example))
+        active, reserve = list(parents[:count]), list(parents[count:])
+        wanted = {p.id: 0 for p in parents}
+        attempts = {p.id: 0 for p in parents}  # calls per parent, the retry number of its next request
+        stalls = {p.id: 0 for p in parents}
+        while active:
+            missing = total - sum(len(v) for v in kept.values())
+            if missing <= 0:
+                break
+            # Spread what is missing as evenly as possible, first parents first.
+            for k, p in enumerate(active):
+                wanted[p.id] = len(kept[p.id]) + missing // len(active) + (k < missing % len(active))
+            requests = [Request(p, wanted[p.id] - len(kept[p.id]), iteration, attempts[p.id])
+                        for p in active if wanted[p.id] > len(kept[p.id])]
+            before = {p.id: len(kept[p.id]) for p in active}
+            self.ask(requests, kept, wanted, dedup, seen)
+            for p in active:
+                attempts[p.id] += wanted[p.id] > before[p.id]
+                stalls[p.id] = 0 if len(kept[p.id]) > before[p.id] else stalls[p.id] + (wanted[p.id] > before[p.id])
+            dry = [p for p in active if stalls[p.id] >= config.max_attempts]
+            active = [p for p in active if stalls[p.id] < config.max_attempts]
+            while dry and reserve:  # random: a fresh random seed for each one that ran dry
+                dry.pop()
+                active.append(reserve.pop(0))
+
+    def ask(self, requests: list[Request], kept: dict[str, list[Example]], wanted: dict[str, int],
+            dedup: NearDuplicateFilter, seen: set[str]) -> None:
+        """One teacher call for ``requests``; keeps each parent's new, label-checked, non-duplicate candidates."""
+        self.calls += len(requests)
+        answers = self.teacher.generate(requests, seen)
+        if len(answers) != len(requests):
+            raise SstkitError(f"teacher {self.teacher.name} answered {len(answers)} of {len(requests)} requests")
+        check = self.config.check_labels
+        for request, candidates in zip(requests, answers, strict=True):
+            parent, mine = request.parent, kept[request.parent.id]
+            if parent.id not in self.asked:
+                self.asked.append(parent.id)
+            for text, label in candidates:
+                text = clean_text(text)
+                seen.add(text)
+                if len(mine) >= wanted[parent.id] or (check and not same_label(label, parent.label)):
+                    continue
+                if not dedup.add(text):
+                    continue
+                # Classes are the parent's (checked above); a generation task's answer is the new question's own.
+                new_label = parent.label if check else (clean_text(label) if isinstance(label, str) else label)
+                mine.append(Example(f"{request.iteration}.{parent.id}.{len(mine)}", text, new_label,
+                                    self.teacher.name, request.iteration, parent.id))
+
+
+def same_label(a: Any, b: Any) -> bool:
+    """Class labels compare as integers, a generation task's answers as whitespace-normalised text."""
+    if isinstance(a, str) or isinstance(b, str):
+        return " ".join(str(a).split()) == " ".join(str(b).split())
+    return int(a) == int(b)
 
 
 def history_table(history: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]]:

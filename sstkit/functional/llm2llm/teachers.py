@@ -32,7 +32,7 @@ from sstkit.errors import SstkitError
 from sstkit.functional.attacks.lexicon import DictLexicon, Lexicon, WordNetLexicon, stop_words
 from sstkit.functional.llm2llm.data import Example
 
-Candidate = tuple[str, int]
+Candidate = tuple[str, int | str]  # (text, class) or, for a generation task, (question, answer)
 __all__ = ["Candidate", "DictLexicon", "Request", "RetrievalTeacher", "RuleTeacher", "Teacher", "request_rng"]
 
 # Words whose removal or replacement can flip a sentiment or topic label.
@@ -128,17 +128,20 @@ class RetrievalTeacher:
     Args:
         pool_texts, pool_labels: labelled examples the student has not seen (e.g. the rest of the training file).
         embed: texts → ``(n, d)`` embeddings; cosine similarity ranks the pool (see :func:`minilm_embedder`).
+        match_label: return only examples of the parent's label (classification); off for a generation task,
+            whose pool questions bring their own answers.
     """
 
     name = "retrieval"
 
-    def __init__(self, pool_texts: Sequence[str], pool_labels: Sequence[int],
-                 embed: Callable[[Sequence[str]], Tensor]) -> None:
+    def __init__(self, pool_texts: Sequence[str], pool_labels: Sequence[int | str],
+                 embed: Callable[[Sequence[str]], Tensor], match_label: bool = True) -> None:
         if len(pool_texts) != len(pool_labels) or not pool_texts:
             raise SstkitError(f"retrieval teacher: the pool needs texts and labels of one non-zero length, "
                               f"got {len(pool_texts)} texts and {len(pool_labels)} labels")
-        self.texts, self.labels = list(pool_texts), [int(y) for y in pool_labels]
-        self.embed = embed
+        self.texts = list(pool_texts)
+        self.labels = [y if isinstance(y, str) else int(y) for y in pool_labels]
+        self.embed, self.match_label = embed, match_label
         self.vectors = torch.nn.functional.normalize(embed(self.texts).float(), dim=-1)
 
     def generate(self, requests: Sequence[Request], existing: Collection[str] = ()) -> list[list[Candidate]]:
@@ -151,7 +154,7 @@ class RetrievalTeacher:
         for request, ranked in zip(requests, order.tolist(), strict=True):
             found: list[Candidate] = []
             for i in ranked:
-                if self.labels[i] == request.parent.label and self.texts[i] not in taken:
+                if (not self.match_label or self.labels[i] == request.parent.label) and self.texts[i] not in taken:
                     found.append((self.texts[i], self.labels[i]))
                     taken.add(self.texts[i])  # two parents in one batch never get the same pool example
                     if len(found) == request.n:
