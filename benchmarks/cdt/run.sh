@@ -28,7 +28,7 @@ if [ "$PART" != circuits ]; then
       --data.init_args.limit_train_samples 2000 --data.init_args.max_length 64 --model.init_args.lr 1e-4 \
       --trainer.max_epochs 2 --trainer.limit_val_batches 0
   fi
-  python benchmarks/cdt/local.py --model "$MODEL" --dataset sst2 --limit "${LIMIT:-60}" --samples 64 --ig-steps 16 \
+  python benchmarks/cdt/local.py --model "$MODEL" --dataset sst2 --limit "${LIMIT:-100}" --samples 64 --ig-steps 16 \
     --out benchmarks/cdt/local_sst2
   python benchmarks/cdt/local.py --model "$AGNEWS_MODEL" --dataset agnews --limit "${AGNEWS_LIMIT:-30}" --samples 64 \
     --ig-steps 16 --out benchmarks/cdt/local_agnews
