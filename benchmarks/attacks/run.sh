@@ -3,9 +3,11 @@
 #   SST-2: the victim (if missing), the masked LM (if an MLM recipe is asked for and it is missing), RECIPES on the
 #          first N test sentences -> results.md;
 #   speed: PWWS on the first SPEED_N sentences at several victim batch sizes, and scoring alone -> speed.md;
-#   AG News: AGNEWS_RECIPES on the first AGNEWS_N test sentences against $AGNEWS_VICTIM -> agnews.md.
-# An empty RECIPES / AGNEWS_RECIPES, or SPEED_N=0, skips that stage (and its table).
-# Usage: [N=60] [SPEED_N=10] [AGNEWS_N=20] [AGNEWS_VICTIM=ckpt] bash benchmarks/attacks/run.sh
+#   AG News: AGNEWS_RECIPES on the first AGNEWS_N test sentences against $AGNEWS_VICTIM -> agnews.md;
+#   seeds: PWWS on the first SEED_N SST-2 test sentences against the SST-2 victims of SEEDS (each trained when
+#          missing) -> seeds.md.
+# An empty RECIPES / AGNEWS_RECIPES / SEEDS (the default for SEEDS), or SPEED_N=0, skips that stage (and its table).
+# Usage: [N=60] [SPEED_N=10] [AGNEWS_N=20] [AGNEWS_VICTIM=ckpt] [SEEDS="0 1"] [SEED_N=60] bash benchmarks/attacks/run.sh
 #        (outputs under $SSTKIT_RUNS, default benchmarks/attacks/runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,6 +16,7 @@ SSTKIT=${SSTKIT:-sstkit}
 RECIPES=${RECIPES-pwws bae bert-attack fba}
 AGNEWS_RECIPES=${AGNEWS_RECIPES-pwws bert-attack}
 SPEED_N=${SPEED_N-10}
+SEEDS=${SEEDS-}
 victim=$ROOT/attack-victim-sst2/seed0/checkpoints/last.ckpt
 AGNEWS_VICTIM=${AGNEWS_VICTIM:-$ROOT/attack-victim-agnews/seed0/checkpoints/last.ckpt}
 mlm=$ROOT/minilm-mlm/seed0/checkpoints/last.ckpt
@@ -37,4 +40,15 @@ if [[ -n $AGNEWS_RECIPES ]]; then
       --recipes "$recipe" --n "${AGNEWS_N:-20}" --no-speed --root "$ROOT"
   done
   "$SSTKIT" table benchmarks/attacks/spec_agnews.yaml
+fi
+if [[ -n $SEEDS ]]; then
+  victims=()
+  for seed in $SEEDS; do
+    v=$ROOT/attack-victim-sst2/seed$seed/checkpoints/last.ckpt
+    [[ -f $v ]] || bash benchmarks/attacks/train_victim.sh "$seed" sst2
+    victims+=("$v")
+  done
+  python benchmarks/attacks/run.py --victim "${victims[@]}" --seeds $SEEDS --recipes pwws --n "${SEED_N:-60}" \
+    --no-speed --root "$ROOT"
+  "$SSTKIT" table benchmarks/attacks/spec_seeds.yaml
 fi
