@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sstkit.commands.attack import config_rows, load_datamodule, load_victim
 from sstkit.functional.attacks.constraints import SentenceEncoder
+from sstkit.functional.attacks.lexicon import WordNetLexicon
 from sstkit.functional.attacks.recipes import RECIPES, build_recipe, load_mlm, run_recipe
 from sstkit.functional.attacks.victim import Victim
 
@@ -63,10 +64,15 @@ def timed(victim: Victim, work) -> dict:
 def speed(model, tokenizer, texts: list[str], labels: list[int], args: argparse.Namespace, seed: int) -> None:
     """The ``attack`` and ``scoring`` speed measurements (module docstring)."""
     root = Path(args.root) / "attacks-speed"
+    # One lexicon for every batch size, warmed by an untimed run: WordNet's first look-ups (reading its files) would
+    # otherwise land on whichever batch size runs first.
+    lexicon = WordNetLexicon()
+    run_recipe(build_recipe("pwws", lexicon=lexicon), Victim(model, tokenizer, batch_size=max(args.speed_batches)),
+               texts[:args.speed_n], labels[:args.speed_n])
     queried: list[str] = []
     for batch in args.speed_batches:
         victim = Victim(model, tokenizer, batch_size=batch)
-        m = timed(victim, lambda v=victim: run_recipe(build_recipe("pwws"), v, texts[:args.speed_n],
+        m = timed(victim, lambda v=victim: run_recipe(build_recipe("pwws", lexicon=lexicon), v, texts[:args.speed_n],
                                                       labels[:args.speed_n]))
         queried = queried or list(victim.cache)
         write(root / f"attack-b{batch}" / f"seed{seed}", f"attack-speed-b{batch}", seed,
