@@ -218,10 +218,10 @@ def test_attack_command_writes_report_examples_and_augmented_tsv(data_dir, tmp_p
     import json
 
     from conftest import TINY_BERT, tiny_config
-    from sstkit.datamodules.text_files import read_labelled_file
 
     from sstkit.commands.attack import attack_main
     from sstkit.commands.classifier_io import save_classifier
+    from sstkit.datamodules.text_files import read_labelled_file
     from sstkit.functional.attacks import recipes
     from sstkit.models.text_classifier import TextClassifier
 
@@ -252,3 +252,59 @@ def test_attack_command_bad_input_is_one_line(tmp_path):
                       "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--data-config" in proc.stderr and "no such file" in proc.stderr
+
+
+class AnyWordLexicon(DictLexicon):
+    """Every word's synonyms are the same list (a stand-in thesaurus that always offers candidates)."""
+
+    def __init__(self, words: list[str]) -> None:
+        super().__init__({})
+        self.words = words
+
+    def synonyms(self, word: str) -> list[str]:
+        return [w for w in self.words if w != word.lower()]
+
+
+def test_attack_augment_retrain_files_chain(data_dir, tmp_path, write_config, monkeypatch):
+    """The loop as configs: attack a limited training split, write the TSV, layer the committed
+    adversarial_retrain.yaml on the victim's config, and the retrain's data module reads exactly the victim's
+    training rows followed by the adversarial successes."""
+    import json
+
+    import yaml
+    from conftest import REPO, TINY_BERT, tiny_config
+
+    from sstkit.commands.attack import attack_main, load_datamodule
+    from sstkit.commands.classifier_io import save_classifier
+    from sstkit.functional.attacks import recipes
+    from sstkit.models.text_classifier import TextClassifier
+
+    torch.manual_seed(0)
+    folder = save_classifier(TextClassifier("minilm", num_labels=2, pretrained=False, config_overrides=TINY_BERT),
+                             tmp_path / "victim")
+    victim_cfg = tiny_config(data_dir)
+    victim_cfg["data"]["init_args"]["limit_train_samples"] = 40
+    config = write_config(victim_cfg)
+    # Every word may become any of these: a random 1-layer victim then loses some examples (no WordNet in tests).
+    anything = "good bad dull great awful fine weak superb boring clever film plot cast tale story comic".split()
+    monkeypatch.setattr(recipes, "WordNetLexicon", lambda: AnyWordLexicon(anything))
+    adv, out = tmp_path / "adv", tmp_path / "report"
+    assert attack_main(["--model", str(folder), "--data-config", str(config), "--split", "train", "--limit", "12",
+                        "--out", str(out), "--encoder", "none", "--write-tsv", str(adv)]) == 0
+    rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    wins = [r for r in rows if r["status"] == "success"]
+    assert wins, "the tiny victim should lose some examples to PWWS"
+    victim_dm = load_datamodule(str(config), None)
+    subset_texts, subset_labels = victim_dm.read_split("train")
+    keep = victim_dm.limit_indices("train", len(subset_texts))
+    subset = [(subset_texts[i], subset_labels[i]) for i in keep]
+    assert [r["original"] for r in rows] == [t for t, _ in subset[:12]]  # --split train: the rows it trained on
+
+    overlay = yaml.safe_load((REPO / "configs/bert/sst2/adversarial_retrain.yaml").read_text())
+    retrain_cfg = json.loads(json.dumps(victim_cfg))
+    retrain_cfg["data"]["init_args"].update(overlay["data"]["init_args"], data_dir=str(adv))
+    dm = load_datamodule(str(write_config(retrain_cfg, "retrain.yaml")), None)
+    dm.setup("fit")
+    texts, labels = dm.read_split("train")
+    assert len(dm.datasets["train"]) == len(texts) == 40 + len(wins)
+    assert list(zip(texts, labels)) == subset + [(r["perturbed"], r["label"]) for r in wins]

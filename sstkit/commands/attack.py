@@ -11,9 +11,11 @@ Example::
         --transfer other.ckpt third.ckpt --out runs/attacks/obstinate
 
 ``--out`` gets ``summary.json`` (config + the metrics ``sstkit table`` reads), ``examples.jsonl`` and
-``examples.csv``. ``--write-tsv DIR`` writes ``DIR/<dataset>/``: the data config's files, with the successful
-adversarial texts (gold labels) appended to the training file, so the same config retrains on them with
-``--data.init_args.data_dir DIR`` (attack → augment → retrain → attack again).
+``examples.csv``. ``--write-tsv DIR`` writes ``DIR/<dataset>/``: the data config's files, the training file being
+the rows the config trains on (its ``limit_train_samples`` subset) followed by the successful adversarial texts
+(gold labels), so the same config retrains on them with ``data_dir: DIR`` and ``limit_train_samples: null``
+(attack → augment → retrain → attack again: ``configs/bert/sst2/adversarial_retrain.yaml``,
+``benchmarks/attacks/loop.sh``).
 """
 
 from __future__ import annotations
@@ -166,23 +168,52 @@ def write_examples(out: Path, results: list[Any]) -> None:
         writer.writerows(rows)
 
 
+def config_rows(dm: Any, split: str) -> tuple[list[str], list[int]]:
+    """A split's texts and labels as the data config uses them: ``limit_train_samples`` / ``limit_eval_samples``
+    applied, so ``--split train`` attacks rows the victim trained on."""
+    texts, labels = dm.read_split(split)
+    keep = dm.limit_indices(split, len(texts))
+    if keep is None:
+        return texts, labels
+    return [texts[i] for i in keep], [labels[i] for i in keep]
+
+
+def write_rows(path: Path, opts: Any, texts: list[str], labels: list[int]) -> None:
+    """A labelled file in the layout the data module reads (header, text / label columns, label names, TSV / CSV)."""
+    width = max(opts.text_column, opts.label_column) + 1
+    names = opts.label_names
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f) if opts.format == "csv" else None
+        rows = [list(opts.header)] if opts.header is not None else []
+        for text, label in zip(texts, labels):
+            row = [""] * width
+            # TSV has no quoting: a tab or line break inside a text would split the row.
+            row[opts.text_column] = text if writer else " ".join(text.split())
+            row[opts.label_column] = str(names[label] if names else label)
+            rows.append(row)
+        for row in rows:
+            if writer:
+                writer.writerow(row)
+            else:
+                f.write("\t".join(row) + "\n")
+
+
 def write_augmented(dm: Any, results: list[Any], target: Path) -> Path:
-    """``target/<dataset>/``: the data module's files, adversarial successes appended to the training file."""
-    folder = target / dm.dataset_name
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, name in dm.files.items():
-        if name and split != "train" and (dm.root / name).is_file():
-            shutil.copyfile(dm.root / name, folder / name)
+    """``target/<dataset>/``: the data module's other files copied, and a training file holding the rows the module
+    trains on (its ``limit_train_samples`` subset, in file order) followed by the adversarial successes with their
+    gold labels. Retrain with ``data_dir: target`` and ``limit_train_samples: null``
+    (configs/bert/sst2/adversarial_retrain.yaml): a limit would re-draw a subset and drop most adversarial rows."""
     train = dm.files.get("train")
     if not train:
         raise SstkitError("--write-tsv: the data config has no training file to augment")
-    shutil.copyfile(dm.root / train, folder / train)
-    names = dm.opts.label_names
-    with (folder / train).open("a", encoding="utf-8") as f:
-        for r in results:
-            if r.status == "success":
-                label = names[r.label] if names else r.label
-                f.write(f"{r.perturbed.replace(chr(9), ' ')}\t{label}\n")
+    folder = target / dm.dataset_name
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in dm.files.values():
+        if name and name != train and (dm.root / name).is_file():
+            shutil.copyfile(dm.root / name, folder / name)
+    texts, labels = config_rows(dm, "train")
+    wins = [r for r in results if r.status == "success"]
+    write_rows(folder / train, dm.opts, texts + [r.perturbed for r in wins], labels + [r.label for r in wins])
     return folder
 
 
@@ -202,7 +233,7 @@ def attack_main(argv: list[str]) -> int:
     dm = load_datamodule(args.data_config, args.data_dir)
     if not dm.files.get(args.split):
         raise SstkitError(f"--split {args.split}: the data config has no {args.split} file")
-    texts, labels = dm.read_split(args.split)
+    texts, labels = config_rows(dm, args.split)
     end = None if args.limit is None else args.offset + args.limit
     texts, labels = texts[args.offset:end], labels[args.offset:end]
     model, tokenizer, _ = load_victim(args.model)
@@ -248,7 +279,9 @@ def attack_main(argv: list[str]) -> int:
     write_examples(out, report.results)
     if args.write_tsv:
         folder = write_augmented(dm, report.results, Path(args.write_tsv))
-        print(f"augmented data: {folder} (retrain with --data.init_args.data_dir {args.write_tsv})")
+        print(f"augmented data: {folder} (retrain: sstkit fit --config {args.data_config} --config "
+              f"<overlay with data_dir {args.write_tsv}, limit_train_samples null>, e.g. "
+              "configs/bert/sst2/adversarial_retrain.yaml)")
     s = report.summary
     print(f"{args.recipe}: success {s['attack_success_rate']}, accuracy under attack {s['accuracy_under_attack']}, "
           f"skipped {s['skipped']}, mean queries {s['queries']}"

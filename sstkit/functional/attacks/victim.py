@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -52,6 +53,8 @@ class Victim:
         self.cache_size = cache_size
         self.queries = 0  # texts sent to the model (cache misses), TextAttack's "num queries"
         self.forwards = 0  # forward passes
+        # Where query time goes (CPU seconds of this process: robust to other jobs on a shared machine).
+        self.cpu_seconds = {"tokenize": 0.0, "model": 0.0}
         self.budget: int | None = None  # queries left for the current example (None: unlimited)
 
     def start_example(self, query_budget: int | None) -> None:
@@ -60,12 +63,17 @@ class Victim:
 
     @torch.no_grad()
     def _forward(self, texts: list[str]) -> Tensor:
+        t0 = time.process_time()
         enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+        t1 = time.process_time()
         out = self.model(input_ids=enc["input_ids"].to(self.device),
                          attention_mask=enc["attention_mask"].to(self.device))
         logits = out.logits if hasattr(out, "logits") else out
+        probs = torch.softmax(logits.float(), dim=-1).cpu()
+        self.cpu_seconds["tokenize"] += t1 - t0
+        self.cpu_seconds["model"] += time.process_time() - t1
         self.forwards += 1
-        return torch.softmax(logits.float(), dim=-1).cpu()
+        return probs
 
     def probs(self, texts: Sequence[str]) -> Tensor:
         """Class probabilities, shape (len(texts), num_labels); raises :class:`QueryBudgetExceeded` when the
@@ -73,6 +81,10 @@ class Victim:
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if self.budget is not None and len(missing) > self.budget:
             raise QueryBudgetExceeded
+        if self.batch_size > 1:
+            # Texts of similar length share a batch: each batch is padded to its longest text, so mixing the
+            # candidates of short and long words wastes compute on padding.
+            missing.sort(key=len)
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start:start + self.batch_size]
             for text, row in zip(chunk, self._forward(chunk)):
