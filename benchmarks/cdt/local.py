@@ -132,6 +132,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     model = load_classifier(args.model)
+    # Tables name the run (run/seed/checkpoints/file), not this machine's absolute path.
+    model_name = "/".join(Path(args.model).parts[-4:])
     tokenizer = load_tokenizer(backbone_of(model))
     scorer = Scorer(model, tokenizer.pad_token_id)
     texts, _ = DATASETS[args.dataset]().read_split(args.split)
@@ -165,14 +167,14 @@ def main() -> None:
         writer.writeheader()
         writer.writerows({k: r.get(k, "") for k in keys} for r in rows)
     lines = [f"Local explanations, {args.dataset} {args.split}, {len(texts)} sentences (≥ 3 words), model "
-             f"`{args.model}`; agreement with leave-one-out occlusion (mean over sentences), deletion AOPC of the "
+             f"`{model_name}`; agreement with leave-one-out occlusion (mean over sentences), deletion AOPC of the "
              f"predicted-class probability (K = min(10, words)), seconds per sentence (one CPU core).", "",
              "| method | Pearson | Spearman | top-1 match | AOPC | s / sentence |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r.get('pearson', '')} | {r.get('spearman', '')} | {r.get('top1', '')} | "
                      f"{r['aopc']} | {r['seconds']} |")
     Path(f"{out}.md").write_text("\n".join(lines) + "\n")
-    Path(f"{out}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    Path(f"{out}.json").write_text(json.dumps({"args": {**vars(args), "model": model_name}, "rows": rows}, indent=1))
     print("\n".join(lines))
 
 

@@ -7,7 +7,7 @@
 # Overridable: MODEL (SST-2 classifier), AGNEWS_MODEL (AG News classifier), LIMIT / AGNEWS_LIMIT (sentences),
 # STEPS (planted induction steps), PART (all | local | circuits), SSTKIT_RUNS (where runs and caches go).
 #   bash benchmarks/cdt/run.sh
-#   AGNEWS_MODEL=/work/assets/runs/agnews-minilm/seed0/checkpoints/last.ckpt PART=local bash benchmarks/cdt/run.sh
+#   AGNEWS_MODEL=runs/agnews-minilm/seed0/checkpoints/last.ckpt PART=local bash benchmarks/cdt/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
