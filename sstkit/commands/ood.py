@@ -14,6 +14,11 @@ config: its ``data`` section rebuilds the tokenizer. ``FILE[:COLUMN]`` is a path
 with a TSV column name (header row) or index (no header); ``.txt`` files are one text per line.
 ``DIR`` receives ``scores.csv`` (model, set, index, nll, ppl), ``metrics.csv``, ``metrics.md`` and
 ``metrics.json`` (AUROC, AUPR-In, AUPR-Out, FAR95 per model; OOD is the positive class).
+
+``sstkit ood export --model CKPT --data-config CFG --out DIR`` writes a checkpoint's LM and the config's tokenizer
+as a plain Hugging Face folder, so an LM pretrained with sstkit (e.g. on a mixed corpus) can be fine-tuned on
+the ID texts with ``--model.init_args.pretrained=DIR --data.init_args.tokenizer=DIR``: the "fine-tuned LM"
+baseline and MLKD's teacher without downloadable weights.
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=32, help="Texts per forward pass.")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N.")
     s.add_argument("--out", required=True, help="Output folder.")
+    e = sub.add_parser("export", help="write a CausalLM checkpoint and its tokenizer as a Hugging Face folder")
+    e.add_argument("--model", required=True, metavar="CKPT", help="Lightning checkpoint of a sstkit CausalLM.")
+    e.add_argument("--data-config", required=True, help="Training config whose data section builds the tokenizer.")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override a data-config key.")
+    e.add_argument("--out", required=True, help="Output folder (config.json, model.safetensors, tokenizer files).")
     return p
 
 
@@ -145,9 +155,30 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_lm(model_path: str, tokenizer: Any, out: str | Path) -> Path:
+    """Saves the checkpoint's LM and ``tokenizer`` with ``save_pretrained``: a folder ``model.pretrained`` loads.
+
+    Example::
+
+        export_lm("runs/pretrain/seed0/checkpoints/last.ckpt", data_module.tokenizer, "runs/pretrain/hf")
+    """
+    model = load_causal_lm(model_path)
+    if len(tokenizer) > model.lm.config.vocab_size:
+        raise SstkitError(f"--model {model_path}: the tokenizer has {len(tokenizer)} tokens but the model has "
+                          f"{model.lm.config.vocab_size} embeddings: pass the data config it was trained with")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.lm.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
 def ood_main(argv: list[str]) -> int:
     """Entry point of ``sstkit ood``."""
     args = _parser().parse_args(argv)
+    if args.action == "export":
+        print(export_lm(args.model, _tokenizer(args.data_config, args.set), args.out))
+        return 0
     if args.batch_size < 1:
         raise SstkitError(f"--batch-size must be >= 1, got {args.batch_size}")
     return _score(args)
