@@ -17,8 +17,10 @@ is pretrained once per seed on a mixed corpus (``configs/opt/sst2_ood/pretrain_m
 texts of all four classes, SST-2 training sentences, WikiText-2 lines; no test text), exported with
 ``sstkit ood export``, and fine-tuned on the ID texts: that is the fine-tuned-LM baseline and MLKD's teacher, and
 it adds the "student from pretrained weights" ablation. Every model of such a run uses the pretraining tokenizer.
-Classifier baselines (MSP, energy, Mahalanobis, kNN) are scored by ``sstkit ood score --classifier`` and are
-not part of this driver.
+``--classifier-steps N`` adds the classifier baselines where the ID texts have labels (SST-2 vs AG News): a
+bag-of-words SST-2 classifier (``configs/bow/sst2/fit.yaml``, N steps) scored by MSP, energy, and Mahalanobis and
+kNN fitted on the SST-2 training sentences (``sstkit ood score --classifier``). AG News one-vs-rest has one ID
+class, so no classifier there.
 """
 
 from __future__ import annotations
@@ -200,6 +202,29 @@ def run_one(setting: str, seed: int, work: Path, steps: int, scale: Scale) -> di
     return json.loads((out / "metrics.json").read_text())
 
 
+def run_classifier(setting: str, seed: int, work: Path, steps: int) -> dict:
+    """Trains the bag-of-words SST-2 classifier and scores the setting's ID / OOD test texts with its four
+    detectors; read back when its ``metrics.json`` exists. Needs the test files ``run_one`` wrote."""
+    if setting != "sst2-agnews":
+        raise SystemExit(f"--classifier-steps: {setting} has no labelled ID texts (only sst2-agnews has)")
+    folder = f"{setting}-s{seed}"
+    out = work / "scores" / folder / f"classifier-{steps}"
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    tests = work / "data" / folder
+    if not (tests / "id_test.tsv").is_file():  # the scratch-teacher run of this seed writes them
+        prepare(setting, Path(os.environ.get("SSTKIT_DATA", "data")), tests, seed, None)
+    name = f"bow-{folder}-{steps}"
+    sstkit("fit", "--config", "configs/bow/sst2/fit.yaml", f"--name={name}", f"--seed_everything={seed}",
+           f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", f"--trainer.val_check_interval={steps}",
+           f"--run_root={work / 'runs'}", "--trainer.logger=false")
+    train = Path(os.environ.get("SSTKIT_DATA", "data")).resolve() / "sst2" / "train.tsv"
+    sstkit("ood", "score", "--classifier", f"bow={work / 'runs' / name / f'seed{seed}' / 'checkpoints' / 'last.ckpt'}",
+           "--fit", f"{train}:sentence:label", "--id", f"{tests}/id_test.tsv:sentence", "--ood",
+           f"{tests}/ood.tsv:sentence", "--out", str(out))
+    return json.loads((out / "metrics.json").read_text())
+
+
 KEYS = ("setting", "seed", "teacher", "steps", "pretrain_steps", "model")
 
 
@@ -255,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", nargs="+", default=["mlkd", "mlkd_no_hidden", "mlkd_pretrained_student"],
                    choices=["mlkd", "mlkd_no_hidden", "mlkd_pretrained_student"],
                    help="MLKD students to train (the last needs --pretrain-steps).")
+    p.add_argument("--classifier-steps", type=int, default=0,
+                   help="Also train a bag-of-words SST-2 classifier for N steps and score MSP / energy / Mahalanobis "
+                        "/ kNN (sst2-agnews only; 0: no classifier baselines).")
     p.add_argument("--table-only", action="store_true", help="Rewrite results.md from the committed results.csv.")
     return p
 
@@ -284,6 +312,10 @@ def main() -> None:
             result = run_one(setting, seed, work.resolve(), steps, scale)
             records += [{"setting": setting, "seed": seed, "teacher": teacher, "steps": steps,
                          "pretrain_steps": scale.pretrain_steps, **m} for m in result["models"]]
+            if args.classifier_steps:
+                result = run_classifier(setting, seed, work.resolve(), args.classifier_steps)
+                records += [{"setting": setting, "seed": seed, "teacher": "none", "steps": args.classifier_steps,
+                             "pretrain_steps": 0, **m} for m in result["models"]]
             table(merge(old, records), out)  # after every seed: a stopped run leaves the finished ones tabulated
 
 
