@@ -217,6 +217,7 @@ def run_classifier(setting: str, seed: int, work: Path, steps: int) -> dict:
     name = f"bow-{folder}-{steps}"
     sstkit("fit", "--config", "configs/bow/sst2/fit.yaml", f"--name={name}", f"--seed_everything={seed}",
            f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", f"--trainer.val_check_interval={steps}",
+           "--trainer.check_val_every_n_epoch=null",  # validate once, at the end, even across epochs
            f"--run_root={work / 'runs'}", "--trainer.logger=false")
     train = Path(os.environ.get("SSTKIT_DATA", "data")).resolve() / "sst2" / "train.tsv"
     sstkit("ood", "score", "--classifier", f"bow={work / 'runs' / name / f'seed{seed}' / 'checkpoints' / 'last.ckpt'}",
