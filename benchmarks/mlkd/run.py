@@ -1,7 +1,7 @@
 """MLKD benchmark driver: SST-2 vs AG News and AG News one-vs-rest, per seed, then the results table.
 
-Not run at full size: the committed ``results.md`` is one seed of SST-2 vs AG News at a CPU scale (README.md has
-the command). ``--smoke`` runs the whole chain at toy size (tiny OPT, a few dozen steps, 200 texts per side) to
+Not run at full size: the committed ``results.md`` holds one seed each of SST-2 vs AG News, AG News 0 and 1 at CPU
+scales (README.md has the commands; each row says its steps). ``--smoke`` runs the whole chain at toy size (tiny OPT, a few dozen steps, 200 texts per side) to
 check that it works; its numbers mean nothing.
 
     python benchmarks/mlkd/run.py --settings sst2-agnews agnews-0 agnews-1 agnews-2 agnews-3 --seeds 0 1 2
