@@ -49,15 +49,23 @@ def test_mlkd_scored_seed_is_read_back_and_tabulated(tmp_path: Path, monkeypatch
     monkeypatch.setattr(mlkd, "sstkit", lambda *a: pytest.fail(f"retrained a scored seed: {a}"))
     result = mlkd.run_one("sst2-agnews", 0, tmp_path, 10, mlkd.Scale())
     assert result["models"] == models
-    mlkd.table([{"setting": "sst2-agnews", "seed": 0, **models[0]}], tmp_path)
+    keys = {"setting": "sst2-agnews", "teacher": "scratch_lm", "steps": 250, "pretrain_steps": 0}
+    mlkd.table([{**keys, "seed": 0, **models[0]}], tmp_path)
     with (tmp_path / "results.csv").open() as handle:
         assert next(csv.DictReader(handle))["auroc"] == "0.9"
     # One run: its value alone (no "± 0.00" posing as a measured spread); two runs: mean ± sample std.
-    assert "| sst2-agnews | scratch_lm | 1 | 90.00 | 80.00 |" in (tmp_path / "results.md").read_text()
-    mlkd.table([{"setting": "sst2-agnews", "seed": s, **models[0], "auroc": a} for s, a in ((0, 0.9), (1, 0.8))],
-               tmp_path)
-    assert "| sst2-agnews | scratch_lm | 2 | 85.00 ± 7.07 |" in (tmp_path / "results.md").read_text()
+    assert "| sst2-agnews | scratch_lm | 250 | 0 | scratch_lm | 1 | 90.00 | 80.00 |" in \
+        (tmp_path / "results.md").read_text()
+    mlkd.table([{**keys, "seed": s, **models[0], "auroc": a} for s, a in ((0, 0.9), (1, 0.8))], tmp_path)
+    assert "| sst2-agnews | scratch_lm | 250 | 0 | scratch_lm | 2 | 85.00 ± 7.07 |" in \
+        (tmp_path / "results.md").read_text()
     assert mlkd.read_records(tmp_path / "results.csv")[1]["auroc"] == 0.8
+    # A new run's rows replace those with the same keys and keep the others (an earlier setting or scale).
+    old = mlkd.read_records(tmp_path / "results.csv")
+    new = [{**keys, "seed": "1", **models[0], "auroc": 0.7}, {**keys, "steps": 300, "seed": "0", **models[0]}]
+    merged = mlkd.merge(old, new)
+    assert [(r["seed"], str(r["steps"]), r["auroc"]) for r in merged] == [("0", "250", 0.9), ("1", "250", 0.7),
+                                                                            ("0", "300", 0.9)]
 
 
 def _summary(folder: Path, acc: float, seconds: float, steps: int, **extra: float) -> None:
@@ -94,3 +102,24 @@ def test_vega_threshold_reaches_the_transductive_run_only(tmp_path: Path, monkey
     assert fits["vega_transductive_2000"][-2:] == ("--trainer.callbacks.init_args.threshold", "0.7")
     assert "--trainer.callbacks.init_args.threshold" not in fits["vega_baseline_2000"]
     assert calls[-1][0] == "table"
+
+
+def test_mlkd_pretraining_corpus_has_every_class_and_no_test_text(tmp_path: Path) -> None:
+    mlkd = _module("mlkd")
+    data = tmp_path / "data"
+    for folder in ("agnews", "sst2", "wikitext2"):
+        (data / folder).mkdir(parents=True)
+    classes = ("World", "Sports", "Business", "Sci/Tech")
+    (data / "agnews" / "train.tsv").write_text("".join(f"train news {i}\t{c}\n" for i, c in enumerate(classes * 3)))
+    (data / "agnews" / "test.tsv").write_text("test news 0\tWorld\ntrain news 5\tSports\n")  # a duplicate too
+    (data / "sst2" / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"review {i}\t1\n" for i in range(8)))
+    (data / "sst2" / "dev.tsv").write_text("sentence\tlabel\nreview 3\t0\n")
+    (data / "wikitext2" / "valid.txt").write_text(" = Heading = \n\n A wiki line . \n")
+    mlkd.prepare_pretrain(data, tmp_path / "out", seed=0)
+    texts = [r[0] for f in ("train.tsv", "dev.tsv") for r in mlkd._rows(tmp_path / "out" / f, True)]
+    assert "train news 5" not in texts and "review 3" not in texts and "= Heading =" not in texts
+    assert {t for t in texts if t.startswith("train news")} == {f"train news {i}" for i in range(12) if i != 5}
+    assert "A wiki line ." in texts and len(texts) == 11 + 7 + 1
+    args = _mlkd_args(mlkd, "--pretrain-steps", "400", "--batch-size", "16", "--arms", "mlkd")
+    scale = mlkd.scale_of(args)
+    assert (scale.pretrain_steps, scale.arms, scale.fit_args) == (400, ("mlkd",), ["--data.init_args.batch_size=16"])

@@ -77,3 +77,20 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tmp_path: Path, monk
         ood_main([*args, "--set", "data.init_args.bpe_vocab_size=400"])
     with pytest.raises(SstkitError, match="--set 'oops': expected KEY=VALUE"):
         ood_main([*args, "--set", "oops"])
+
+
+def test_export_writes_a_folder_that_model_pretrained_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An sstkit-pretrained LM becomes a Hugging Face folder: the fine-tuned LM / MLKD teacher starts from it.
+    _, config, ckpt = setup_run(tmp_path, monkeypatch)
+    out = tmp_path / "hf"
+    assert ood_main(["export", "--model", str(ckpt), "--data-config", str(config), "--out", str(out)]) == 0
+    from sstkit.loaders import load_tokenizer
+
+    again = CausalLM(pretrained=str(out))
+    original = load_causal_lm(str(ckpt))
+    for (name, a), b in zip(original.lm.state_dict().items(), again.lm.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    assert len(load_tokenizer(str(out))) <= again.lm.config.vocab_size
+    with pytest.raises(SstkitError, match=r"has \d+ tokens but the model has 300 embeddings"):
+        ood_main(["export", "--model", str(ckpt), "--data-config", str(config), "--set",
+                  "data.init_args.bpe_vocab_size=400", "--out", str(tmp_path / "bad")])
