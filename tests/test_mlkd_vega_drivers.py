@@ -81,26 +81,42 @@ def test_vega_records_carry_step_ratio_and_pseudo_label_count(tmp_path: Path) ->
     _summary(tmp_path / "vega_freelb_2000" / "seed0", 0.81, 250.0, 50)
     _summary(tmp_path / "vega_transductive_2000" / "seed0", 0.82, 150.0, 50,
              **{"method/transductive/pseudo_labels": 312.0})
-    vega.write_table_records(tmp_path, [0], 2000, None)
-    read = {arm: json.loads((tmp_path / "table" / f"{arm}_2000" / "seed0" / "summary.json").read_text())
-            for arm in ("baseline", "freelb", "transductive")}
+    _summary(tmp_path / "vega_rtd_simcse_2000" / "seed0", 0.79, 100.0, 50)
+    _summary(tmp_path / "vega_rtd_pretrain_4000" / "seed0", 0.0, 400.0, 125)
+    records = tmp_path / "records"
+    vega.write_table_records(tmp_path, [0], 2000, None, 4000, records)
+    read = {arm: json.loads((records / f"{arm}_2000" / "seed0" / "summary.json").read_text())
+            for arm in ("baseline", "freelb", "transductive", "rtd_simcse")}
     assert read["freelb"]["metrics"]["step_time_ratio"] == pytest.approx(2.5)
     assert read["transductive"]["metrics"]["pseudo_labels"] == 312.0
     assert read["baseline"]["metrics"]["pseudo_labels"] == 0.0
     assert read["transductive"]["config"]["transductive"] is True
-    assert not (tmp_path / "table" / "smart_2000").exists()  # an arm without a run gets no record
+    # the pretraining's steps and cost go to the RTD arm only
+    assert read["rtd_simcse"]["metrics"]["pretrain_steps"] == 125
+    assert read["rtd_simcse"]["metrics"]["pretrain_time_ratio"] == pytest.approx(4.0)
+    assert read["freelb"]["metrics"]["pretrain_steps"] == 0
+    assert not (records / "smart_2000").exists()  # an arm without a run gets no record
 
 
 def test_vega_threshold_reaches_the_transductive_run_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     vega = _module("vega")
     calls = []
     monkeypatch.setattr(vega, "sstkit", lambda *a: calls.append(a))
-    monkeypatch.setattr("sys.argv", ["run.py", "--runs", str(tmp_path), "--seeds", "0", "--arms", "baseline",
-                                     "transductive", "--transductive-threshold", "0.7"])
+    monkeypatch.setattr("sys.argv", ["run.py", "--runs", str(tmp_path), "--records", str(tmp_path / "records"),
+                                     "--seeds", "0", "--arms", "baseline", "transductive", "rtd_simcse",
+                                     "--transductive-threshold", "0.7", "--rtd-pretrain-samples", "640"])
     vega.main()
     fits = {c[c.index("--name") + 1]: c for c in calls if c[0] == "fit"}
     assert fits["vega_transductive_2000"][-2:] == ("--trainer.callbacks.init_args.threshold", "0.7")
     assert "--trainer.callbacks.init_args.threshold" not in fits["vega_baseline_2000"]
+    # RTD + SimCSE pretrains first, on its own sample count, and the arm fine-tunes from the exported encoder
+    names = [c[c.index("--name") + 1] for c in calls if c[0] == "fit"]
+    assert names[0] == "vega_rtd_pretrain_640"
+    pretrain = fits["vega_rtd_pretrain_640"]
+    assert pretrain[pretrain.index("--data.init_args.limit_train_samples") + 1] == "640"
+    encoder = pretrain[pretrain.index("--trainer.callbacks.init_args.export_dir") + 1]
+    assert fits["vega_rtd_simcse_2000"][-2:] == ("--model.init_args.backbone", encoder)
+    assert "--model.init_args.backbone" not in fits["vega_baseline_2000"]
     assert calls[-1][0] == "table"
 
 
