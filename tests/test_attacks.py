@@ -218,10 +218,10 @@ def test_attack_command_writes_report_examples_and_augmented_tsv(data_dir, tmp_p
     import json
 
     from conftest import TINY_BERT, tiny_config
+    from sstkit.datamodules.text_files import read_labelled_file
 
     from sstkit.commands.attack import attack_main
     from sstkit.commands.classifier_io import save_classifier
-    from sstkit.datamodules.text_files import read_labelled_file
     from sstkit.functional.attacks import recipes
     from sstkit.models.text_classifier import TextClassifier
 
