@@ -28,6 +28,23 @@ def run_sstkit(*args: str, timeout: float = 300, env: dict[str, str] | None = No
                           env={**os.environ, **(env or {})})
 
 
+def run_main(tmp_path: Path, command: str, config: dict[str, Any]) -> Path:
+    """Writes ``config`` as YAML, runs ``sstkit <command> --config`` in this process (the commands that exit
+    through ``sstkit.cli.main``), asserts exit code 0 and returns the run root."""
+    import pytest
+    import yaml
+
+    from sstkit.cli import main
+
+    config_file = tmp_path / f"{command}.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit) as done:
+        main([command, "--config", str(config_file), "--run_root", str(runs)])
+    assert done.value.code == 0
+    return runs
+
+
 def summary(run_root: Path, name: str, seed: int = 0) -> dict[str, Any]:
     """The summary.json of a run."""
     return json.loads((run_root / name / f"seed{seed}" / "summary.json").read_text())

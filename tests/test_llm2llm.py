@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, tiny_config
+from support import run_main
 
 from sstkit.errors import SstkitError
 from sstkit.functional.llm2llm import (
@@ -326,13 +327,9 @@ def test_command_end_to_end_with_a_tiny_student(tmp_path: Path, data_dir: Path, 
     config = {"name": "tiny", "data": {"data_dir": str(data_dir), "seed_examples": 8, "pool_size": 20, "test_samples": 10},
               "student": {"config": str(student_file)}, "teacher": {"kind": "rule"},
               "llm2llm": {"iterations": 1, "per_example": 1}}
-    config_file = tmp_path / "l2l.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    args = ["llm2llm", "--config", str(config_file), "--run_root", str(tmp_path / "runs")]
-    with pytest.raises(SystemExit) as done:
-        main(args)
-    assert done.value.code == 0
-    workdir = tmp_path / "runs" / "tiny-llm2llm" / "seed0"
+    runs = run_main(tmp_path, "llm2llm", config)
+    args = ["llm2llm", "--config", str(tmp_path / "llm2llm.yaml"), "--run_root", str(runs)]
+    workdir = runs / "tiny-llm2llm" / "seed0"
     state = json.loads((workdir / "iter1" / "state.json").read_text())
     summary = json.loads((tmp_path / "runs" / "tiny-llm2llm-iter1" / "seed0" / "summary.json").read_text())
     assert state["dataset_size"] == 8 + json.loads((workdir / "iter0" / "state.json").read_text())["added"]

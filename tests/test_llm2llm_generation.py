@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
+from support import run_main
 
 from sstkit.errors import DataError, SstkitError
 from sstkit.functional.llm2llm import Example, Llm2LlmLoop, LoopConfig, Request, load_jsonl, seed_examples
@@ -95,13 +96,7 @@ def test_command_runs_a_generation_student_end_to_end(tmp_path: Path, capsys: py
     config["data"].update(generator_sizes=[60, 5, 12], seed_examples=10)
     config["student"]["config"] = str(student_file)
     config["llm2llm"].update(iterations=1, per_example=1)
-    config_file = tmp_path / "l2l.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    args = ["llm2llm", "--config", str(config_file), "--run_root", str(tmp_path / "runs")]
-    with pytest.raises(SystemExit) as done:
-        main(args)
-    assert done.value.code == 0
-    work = tmp_path / "runs" / "llm2llm-arithmetic-llm2llm" / "seed0"
+    work = run_main(tmp_path, "llm2llm", config) / "llm2llm-arithmetic-llm2llm" / "seed0"
     states = [json.loads((work / f"iter{i}" / "state.json").read_text()) for i in (0, 1)]
     assert states[0]["wrong_seeds"] == len(states[0]["parents"]) > 0  # a 3-step random model gets most wrong
     assert states[1]["dataset_size"] == 10 + states[0]["added"]
@@ -112,6 +107,7 @@ def test_command_runs_a_generation_student_end_to_end(tmp_path: Path, capsys: py
     assert "test/loss" in json.loads((run / "summary.json").read_text())["metrics"]
     assert (tmp_path / "runs" / "llm2llm-arithmetic-task" / "test.tsv").read_text().count("\n") == 13
     capsys.readouterr()
+    args = ["llm2llm", "--config", str(tmp_path / "llm2llm.yaml"), "--run_root", str(tmp_path / "runs")]
     with pytest.raises(SystemExit) as bad:
         main([*args, "--set", "teacher.kind=rule"])
     assert bad.value.code == 2 and "cannot teach a generation student" in capsys.readouterr().err

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,16 +132,12 @@ class CausalLMRunStudent(SstkitRunStudent):
                               f"got {class_path!r}")
         self.max_new_tokens = max_new_tokens
 
-    def fit_config(self, iteration: int, train_file: Path) -> dict[str, Any]:
-        config = copy.deepcopy(self.base)
-        data_args = (config.get("data") or {}).get("init_args") or {}
-        args = {k: data_args[k] for k in CARRIED if k in data_args}
-        args.update(data_dir=str(train_file.parent.resolve()), dataset_folder="", train_file=train_file.name,
-                    val_file=self.task["val_file"], test_file=self.task["test_file"],
-                    header=list(self.task["header"]), tokenizer_file=self.task["tokenizer_file"])
-        config["data"] = {"class_path": "sstkit.datamodules.PromptAnswerDataModule", "init_args": args}
-        config.update(name=f"{self.name}-iter{iteration}", seed_everything=self.seed)
-        return config
+    data_class = "sstkit.datamodules.PromptAnswerDataModule"
+    carried = CARRIED
+
+    def task_data_args(self, train_file: Path) -> dict[str, Any]:
+        # One BPE file for every iteration, so continued fine-tuning shares the vocabulary.
+        return {"tokenizer_file": self.task["tokenizer_file"]}
 
     def train(self, iteration: int, train_file: Path, init_from: dict[str, Any] | None) -> dict[str, Any]:
         """``sstkit fit`` and ``sstkit test``, then greedy exact match on the test file."""

@@ -81,16 +81,24 @@ class SstkitRunStudent:
         self.task, self.run_root, self.name, self.seed = task, Path(run_root), name, seed
         self.keep_checkpoints = keep_checkpoints
 
+    # The DataModule each iteration trains on; a student kind swaps it with task_data_args.
+    data_class = "sstkit.datamodules.TextClassificationDataModule"
+    carried: tuple[str, ...] = CARRIED
+
+    def task_data_args(self, train_file: Path) -> dict[str, Any]:
+        """DataModule arguments that depend on the student kind (labels and the file to predict)."""
+        return {"predict_file": str((train_file.parent / "predict.tsv").resolve()),
+                "num_labels": int(self.task["num_labels"])}
+
     def fit_config(self, iteration: int, train_file: Path) -> dict[str, Any]:
         """The iteration's full sstkit config."""
         config = copy.deepcopy(self.base)
         data_args = (config.get("data") or {}).get("init_args") or {}
-        args = {k: data_args[k] for k in CARRIED if k in data_args}
+        args = {k: data_args[k] for k in self.carried if k in data_args}
         args.update(data_dir=str(train_file.parent.resolve()), dataset_folder="", train_file=train_file.name,
                     val_file=self.task["val_file"], test_file=self.task["test_file"],
-                    predict_file=str((train_file.parent / "predict.tsv").resolve()),
-                    header=list(self.task["header"]), num_labels=int(self.task["num_labels"]))
-        config["data"] = {"class_path": "sstkit.datamodules.TextClassificationDataModule", "init_args": args}
+                    header=list(self.task["header"]), **self.task_data_args(train_file))
+        config["data"] = {"class_path": self.data_class, "init_args": args}
         config.update(name=f"{self.name}-iter{iteration}", seed_everything=self.seed)
         return config
 
